@@ -1,0 +1,2 @@
+"""robopolicy: visuomotor policy learning for robots."""
+__version__ = "0.1.0"
