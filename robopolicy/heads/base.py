@@ -1,0 +1,117 @@
+"""The one interface every policy head implements, and the RL hooks built on it.
+
+Training: `loss(cond, actions)`. Inference: `sample(cond, steps, generator)`. RL fine-tuning (DPPO-style):
+every head can also run a *stochastic chain* x_0 -> x_1 -> ... -> x_K = action with Gaussian transitions
+p(x_{k+1} | x_k, cond) = N(mean_k, std_k^2), std_k >= min_std, so the chain is an inner MDP whose
+per-step log-probabilities give a policy gradient. A head only defines `initial_latent` and `transition`;
+the chain sampling and log-probability bookkeeping live here once.
+All action tensors are normalized chunks of shape (B, horizon, action_dim).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from robopolicy.specs import BackboneConfig, from_dict
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, std^2) summed over all but the batch dimension."""
+    var = std * std
+    lp = -((x - mean) ** 2) / (2 * var) - torch.log(std) - 0.5 * math.log(2 * math.pi)
+    return lp.flatten(1).sum(-1)
+
+
+def randn(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise on `like`'s device/dtype, drawn from `generator` when given (reproducible)."""
+    device = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+
+
+@dataclass
+class Chain:
+    """A sampled denoising chain. latents[:, k] is x_k; latents[:, -1] is the action chunk."""
+
+    latents: torch.Tensor  # (B, K+1, T, D)
+    log_probs: torch.Tensor  # (B, K)
+
+    @property
+    def actions(self) -> torch.Tensor:
+        return self.latents[:, -1]
+
+    @property
+    def steps(self) -> int:
+        return self.log_probs.shape[1]
+
+
+class Head(nn.Module, ABC):
+    """Base class; subclasses set `name`, `Params` (a validated dataclass) and implement the abstract methods."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type]
+
+    def __init__(self, params: dict[str, Any], action_dim: int, horizon: int, cond_dim: int,
+                 backbone: BackboneConfig) -> None:
+        super().__init__()
+        self.params = from_dict(self.Params, params, "head.params")
+        self.action_dim, self.horizon, self.cond_dim = action_dim, horizon, cond_dim
+        self.backbone_cfg = backbone
+
+    @property
+    def chunk_shape(self) -> tuple[int, int]:
+        return (self.horizon, self.action_dim)
+
+    @abstractmethod
+    def loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Scalar training loss for normalized action chunks given conditioning vectors."""
+
+    @abstractmethod
+    def sample(self, cond: torch.Tensor, steps: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Normalized action chunks (B, T, D); `steps` overrides the configured number of inference steps."""
+
+    # ---- RL hooks: stochastic chain with Gaussian transitions -------------------------------------------------
+
+    @abstractmethod
+    def initial_latent(self, batch: int, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """x_0 of the chain (B, T, D)."""
+
+    @abstractmethod
+    def transition(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor | int,
+                   steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of p(x_{k+1} | x_k = x); k may be a (B,) tensor of step indices; std is floored."""
+
+    def default_chain_steps(self) -> int:
+        return int(getattr(self.params, "inference_steps", 1))
+
+    def sample_chain(self, cond: torch.Tensor, steps: int | None = None,
+                     generator: torch.Generator | None = None) -> Chain:
+        """Sample x_0..x_K and the per-step log-probabilities (no gradient; used during rollouts)."""
+        steps = steps or self.default_chain_steps()
+        with torch.no_grad():
+            x = self.initial_latent(cond.shape[0], cond, generator)
+            latents, log_probs = [x], []
+            for k in range(steps):
+                mean, std = self.transition(cond, x, k, steps)
+                x = mean + std * randn(tuple(mean.shape), generator, mean)
+                latents.append(x)
+                log_probs.append(gaussian_log_prob(x, mean, std))
+        return Chain(torch.stack(latents, 1), torch.stack(log_probs, 1))
+
+    def chain_log_prob(self, cond: torch.Tensor, chain: Chain) -> torch.Tensor:
+        """Log-probabilities (B, K) of a stored chain under the current parameters (with gradient).
+
+        All K transitions are evaluated in one batched network call.
+        """
+        b, k = chain.log_probs.shape
+        x_prev = chain.latents[:, :-1].flatten(0, 1)
+        x_next = chain.latents[:, 1:].flatten(0, 1)
+        step_idx = torch.arange(k, device=cond.device).repeat(b)
+        mean, std = self.transition(cond.repeat_interleave(k, 0), x_prev, step_idx, k)
+        return gaussian_log_prob(x_next, mean, std).reshape(b, k)

@@ -1,0 +1,1 @@
+"""Neural-network building blocks: normalizer, visuomotor encoder, denoising backbones."""

@@ -1,0 +1,74 @@
+"""Per-key affine normalizer stored as buffers, so it travels inside the checkpoint.
+
+The same module maps data into network space during training, evaluation and deployment; there is no
+second copy of the statistics that could drift (a classic silent bug in BC code bases).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+_EPS = 1e-4
+
+
+def _safe_name(key: str) -> str:
+    # Module names may not contain "."; observation keys (e.g. "robot0_eef_pos") usually do not, but "/" or "." can.
+    return key.replace(".", "__dot__").replace("/", "__slash__")
+
+
+class _Affine(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.ones(dim))
+        self.register_buffer("offset", torch.zeros(dim))
+
+
+class Normalizer(nn.Module):
+    """y = x * scale + offset per key; min_max maps [min, max] to [-1, 1], mean_std to zero mean, unit std.
+
+    Dimensions that are constant in the data (range or std below 1e-4) get scale 1 and are centred,
+    so they never divide by zero and stay finite at deployment.
+    """
+
+    def __init__(self, dims: Mapping[str, int]) -> None:
+        super().__init__()
+        self.keys = list(dims)
+        self.params = nn.ModuleDict({_safe_name(k): _Affine(d) for k, d in dims.items()})
+
+    def fit(self, stats: Mapping[str, Mapping[str, np.ndarray]], mode: str) -> None:
+        """Set scale/offset from dataset statistics (`min`, `max`, `mean`, `std` per key)."""
+        for key in self.keys:
+            if key not in stats:
+                raise KeyError(f"normalizer: no statistics for key {key!r} (have {sorted(stats)})")
+            s = {k: torch.as_tensor(np.asarray(v), dtype=torch.float32).reshape(-1) for k, v in stats[key].items()}
+            if mode == "min_max":
+                lo, hi = s["min"], s["max"]
+                span = hi - lo
+                ok = span > _EPS
+                scale = torch.where(ok, 2.0 / torch.where(ok, span, torch.ones_like(span)), torch.ones_like(span))
+                offset = torch.where(ok, -1.0 - lo * scale, -(lo + hi) / 2)
+            elif mode == "mean_std":
+                std = s["std"]
+                ok = std > _EPS
+                scale = torch.where(ok, 1.0 / torch.where(ok, std, torch.ones_like(std)), torch.ones_like(std))
+                offset = -s["mean"] * scale
+            else:
+                raise ValueError(f"normalizer: mode must be 'min_max' or 'mean_std', got {mode!r}")
+            p = self.params[_safe_name(key)]
+            if scale.shape != p.scale.shape:
+                raise ValueError(f"normalizer: statistics for {key!r} have shape {tuple(scale.shape)}, "
+                                 f"expected {tuple(p.scale.shape)}")
+            p.scale.copy_(scale)
+            p.offset.copy_(offset)
+
+    def normalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        p = self.params[_safe_name(key)]
+        return x * p.scale + p.offset
+
+    def unnormalize(self, key: str, y: torch.Tensor) -> torch.Tensor:
+        p = self.params[_safe_name(key)]
+        return (y - p.offset) / p.scale
