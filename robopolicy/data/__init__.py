@@ -1,0 +1,1 @@
+"""Demonstration datasets: the native zarr store, the sequence sampler, and converters between formats."""

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs the third-party tools that the data tests use to *produce* real inputs, kept out of the main
+# install: lerobot (creates LeRobotDatasets), minari (creates Minari datasets), and the robosuite 1.4.1
+# demonstration files (extracted from its wheel, not installed). Idempotent; quick when already present.
+# Usage: bash scripts/install_test_tools.sh   (TOOLS_VENV defaults to .venv-tools, TOOLS_CACHE to .cache/test-data)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOOLS_VENV="${TOOLS_VENV:-.venv-tools}"
+TOOLS_CACHE="${TOOLS_CACHE:-.cache/test-data}"
+STAMP="$TOOLS_VENV/.robopolicy-tools-v1"
+
+if [ ! -f "$STAMP" ]; then
+    python3 -m venv "$TOOLS_VENV"
+    PY="$TOOLS_VENV/bin/python"
+    "$PY" -m pip install --quiet --upgrade pip
+    # torch first, pinned, so that pip takes the local CPU build and never the CUDA wheels.
+    "$PY" -m pip install --quiet "torch==2.13.0"
+    # torchvision and lerobot without their dependencies: lerobot pins torch<2.11 and pulls robot drivers,
+    # wandb, rerun; only what LeRobotDataset.create / add_frame / save_episode import is installed below.
+    "$PY" -m pip install --quiet --no-deps "torchvision==0.28.0" "lerobot==0.4.4"
+    "$PY" -m pip install --quiet "datasets>=4,<5" "huggingface-hub<0.36" "pandas" "pyarrow" "av>=15,<16" \
+        "jsonlines" "packaging<26" "pillow" "draccus==0.10.0" "deepdiff" "termcolor" "einops" "imageio" \
+        "fsspec" "numpy>=2"
+    "$PY" -m pip install --quiet "minari[hdf5,arrow]==0.5.4" "gymnasium>=1.1"
+    touch "$STAMP"
+fi
+
+DEMOS="$TOOLS_CACHE/robosuite-1.4.1"
+if [ ! -f "$DEMOS/lift/demo.hdf5" ]; then
+    TMP="$(mktemp -d)"
+    trap 'rm -rf "$TMP"' EXIT
+    "$TOOLS_VENV/bin/python" -m pip download --quiet --no-deps "robosuite==1.4.1" -d "$TMP"
+    mkdir -p "$DEMOS.partial"
+    "$TOOLS_VENV/bin/python" - "$TMP"/robosuite-1.4.1-*.whl "$DEMOS.partial" <<'PY'
+import sys, zipfile
+from pathlib import Path
+wheel, out = sys.argv[1], Path(sys.argv[2])
+prefix = "robosuite/models/assets/demonstrations/"
+with zipfile.ZipFile(wheel) as zf:
+    for name in zf.namelist():
+        if name.startswith(prefix) and name.endswith(".hdf5"):
+            dst = out / name[len(prefix):]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(zf.read(name))
+PY
+    rm -rf "$DEMOS"
+    mv "$DEMOS.partial" "$DEMOS"
+fi
+echo "test tools ready: $TOOLS_VENV, robosuite demos in $DEMOS"
