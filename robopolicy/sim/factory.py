@@ -1,0 +1,83 @@
+"""Build single and vectorized environments for a task, with the standard wrappers in a fixed order.
+
+Order (inside out): simulator env -> time limit -> dict observations -> success rule -> video recorder ->
+multistep (chunk) execution. Vector envs are gymnasium's sync or async envs of that stack; on 2 cores
+sync is faster at every size (see ENVIRONMENT.md), so it is the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from robopolicy.sim.task import TaskSpec, load_task
+from robopolicy.sim.video import VideoRecorder
+from robopolicy.sim.wrappers import DictObservation, MultiStepWrapper, SuccessInfo
+
+
+def _own_env(task: TaskSpec, kwargs: dict[str, Any]) -> gym.Env:
+    from robopolicy.sim.push_puck import PushPuckEnv
+
+    own = {"push_puck": PushPuckEnv}
+    if task.env.id not in own:
+        raise ValueError(f"task {task.name}: unknown own MuJoCo env {task.env.id!r} (known: {sorted(own)})")
+    return own[task.env.id](video_size=task.video.width, **kwargs)
+
+
+def make_base_env(task: TaskSpec, **env_kwargs: Any) -> gym.Env:
+    """The simulator env with a time limit, dict observations and ``info['is_success']``; no chunking."""
+    kwargs = {**task.env.kwargs, **env_kwargs}
+    if task.env.backend == "gymnasium":
+        env = gym.make(
+            task.env.id, max_episode_steps=task.max_episode_steps, render_mode="rgb_array",
+            width=task.video.width, height=task.video.height, **kwargs,
+        )
+        env = DictObservation(env, task.obs[0].key)
+    elif task.env.backend == "robosuite":
+        from robopolicy.sim.robosuite_env import RobosuiteEnv
+
+        env = RobosuiteEnv(
+            task.env.id, task.obs, video_camera=task.video.camera or "agentview", video_size=task.video.width, **kwargs
+        )
+        env = gym.wrappers.TimeLimit(env, task.max_episode_steps)
+    else:
+        env = gym.wrappers.TimeLimit(_own_env(task, kwargs), task.max_episode_steps)
+    return SuccessInfo(env, task.success)
+
+
+def make_env(
+    task: TaskSpec | str,
+    n_obs_steps: int | None = None,
+    n_action_steps: int | None = None,
+    video_dir: str | Path | None = None,
+    video_seeds: Iterable[int] = (),
+    video_every: int = 1,
+    chunked: bool = True,
+    **env_kwargs: Any,
+) -> gym.Env:
+    """One environment for ``task``; horizons default to the task file's. ``chunked=False`` skips the
+    multistep wrapper (single actions in, single observations out)."""
+    task = load_task(task) if isinstance(task, str) else task
+    env = make_base_env(task, **env_kwargs)
+    if video_dir is not None:
+        env = VideoRecorder(env, video_dir, video_seeds, fps=task.video.fps, every=video_every)
+    if chunked:
+        env = MultiStepWrapper(
+            env, n_obs_steps or task.horizons.n_obs_steps, n_action_steps or task.horizons.n_action_steps
+        )
+    return env
+
+
+def make_vector_env(task: TaskSpec | str, n_envs: int, asynchronous: bool = False, **kwargs: Any) -> gym.vector.VectorEnv:
+    """``n_envs`` copies of :func:`make_env` in a gymnasium sync or async vector env (same-step autoreset)."""
+    task = load_task(task) if isinstance(task, str) else task
+    fns = [partial(make_env, task, **kwargs) for _ in range(n_envs)]
+    mode = gym.vector.AutoresetMode.SAME_STEP
+    if asynchronous:
+        return gym.vector.AsyncVectorEnv(fns, context="spawn" if task.env.backend == "robosuite" else None,
+                                         autoreset_mode=mode)
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
