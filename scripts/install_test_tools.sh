@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the third-party tools that the data tests use to *produce* real inputs, kept out of the main
-# install: lerobot (creates LeRobotDatasets), minari (creates Minari datasets), and the robosuite 1.4.1
+# install: lerobot 0.4.4 and 0.3.3 (create LeRobotDatasets v3.0 and v2.1), minari (creates Minari datasets), and the robosuite 1.4.1
 # demonstration files (extracted from its wheel, not installed). Idempotent; quick when already present.
 # Usage: bash scripts/install_test_tools.sh   (TOOLS_VENV defaults to .venv-tools, TOOLS_CACHE to .cache/test-data)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS_VENV="${TOOLS_VENV:-.venv-tools}"
 TOOLS_CACHE="${TOOLS_CACHE:-.cache/test-data}"
-STAMP="$TOOLS_VENV/.robopolicy-tools-v1"
+STAMP="$TOOLS_VENV/.robopolicy-tools-v2"
 
 if [ ! -f "$STAMP" ]; then
     python3 -m venv "$TOOLS_VENV"
@@ -20,7 +20,9 @@ if [ ! -f "$STAMP" ]; then
     "$PY" -m pip install --quiet --no-deps "torchvision==0.28.0" "lerobot==0.4.4"
     "$PY" -m pip install --quiet "datasets>=4,<5" "huggingface-hub<0.36" "pandas" "pyarrow" "av>=15,<16" \
         "jsonlines" "packaging<26" "pillow" "draccus==0.10.0" "deepdiff" "termcolor" "einops" "imageio" \
-        "fsspec" "numpy>=2"
+        "fsspec" "numpy>=2" "accelerate"
+    # lerobot 0.3.3 writes the older v2.1 layout; kept beside 0.4.x and put on sys.path only when asked for.
+    "$PY" -m pip install --quiet --no-deps --upgrade --target "$TOOLS_VENV/lerobot-0.3.3" "lerobot==0.3.3"
     "$PY" -m pip install --quiet "minari[hdf5,arrow]==0.5.4" "gymnasium>=1.1"
     touch "$STAMP"
 fi

@@ -27,7 +27,8 @@ def _remove(path: Path) -> None:
 def atomic_output(dst: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `dst`; on success move it onto `dst`, on any error delete it.
 
-    The temporary path lies in the destination's folder so the final rename stays on one filesystem.
+    The temporary path lies in the destination's folder so the final rename stays on one filesystem, and
+    ends with the destination's name so suffix-based writers (".zip", ".hdf5") treat it the same.
     The yielded path does not exist yet: the writer creates a file or a directory there.
     With `overwrite`, an existing `dst` is replaced only after the new output is complete.
     """
@@ -35,13 +36,13 @@ def atomic_output(dst: str | Path, overwrite: bool = False) -> Iterator[Path]:
     if dst.exists() and not overwrite:
         raise DestinationExistsError(f"{dst}: destination exists (pass --overwrite to replace it)")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = dst.parent / f".tmp-{uuid.uuid4().hex[:8]}-{dst.name}"
     try:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"{tmp}: the writer produced no output")
         if dst.exists():
-            old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
+            old = dst.parent / f".old-{uuid.uuid4().hex[:8]}-{dst.name}"
             os.replace(dst, old)
             os.replace(tmp, dst)
             _remove(old)

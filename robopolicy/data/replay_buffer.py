@@ -131,11 +131,17 @@ class ReplayBuffer:
     def __enter__(self) -> ReplayBuffer:
         return self
 
+    def abort(self) -> None:
+        """Give up on a `.zip` store being built: delete the build directory, write no archive."""
+        if self._pack_to is not None:
+            shutil.rmtree(str(self._root.store.root), ignore_errors=True)
+            self._pack_to = None
+
     def __exit__(self, *exc: object) -> None:
         if exc[0] is None:
             self.close()
-        elif self._pack_to is not None:
-            shutil.rmtree(str(self._root.store.root), ignore_errors=True)
+        else:
+            self.abort()
 
     # ---- reading ------------------------------------------------------------------------------
     @property
