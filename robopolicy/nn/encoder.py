@@ -25,7 +25,10 @@ class CameraEncoder(nn.Module):
 
     def __init__(self, image_shape: tuple[int, ...], cfg: EncoderConfig) -> None:
         super().__init__()
-        h, w, _ = image_shape
+        h, w = cfg.crop_shape or image_shape[:2]
+        if h < 33 and w < 33:
+            # the trunk downsamples 32x: a 1x1 feature map makes spatial-softmax keypoints constant (no gradient)
+            raise ValueError(f"camera images (after crop) must be at least 33 px on one side, got {(h, w)}")
         self.crop = Crop(cfg.crop_shape) if cfg.crop_shape else nn.Identity()
         self.trunk = ResNet18GN(cfg.group_norm_groups)
         self.keypoints = SpatialSoftmax(self.trunk.out_channels, cfg.num_keypoints)
