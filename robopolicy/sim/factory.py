@@ -73,11 +73,13 @@ def make_env(
 
 
 def make_vector_env(task: TaskSpec | str, n_envs: int, asynchronous: bool = False, **kwargs: Any) -> gym.vector.VectorEnv:
-    """``n_envs`` copies of :func:`make_env` in a gymnasium sync or async vector env (same-step autoreset)."""
+    """``n_envs`` copies of :func:`make_env` in a gymnasium sync or async vector env.
+
+    Autoreset is gymnasium's default (next step), so the info returned with ``done`` is the real final
+    info; robosuite workers are spawned, not forked, because its GL context does not survive a fork.
+    """
     task = load_task(task) if isinstance(task, str) else task
     fns = [partial(make_env, task, **kwargs) for _ in range(n_envs)]
-    mode = gym.vector.AutoresetMode.SAME_STEP
     if asynchronous:
-        return gym.vector.AsyncVectorEnv(fns, context="spawn" if task.env.backend == "robosuite" else None,
-                                         autoreset_mode=mode)
-    return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+        return gym.vector.AsyncVectorEnv(fns, context="spawn" if task.env.backend == "robosuite" else None)
+    return gym.vector.SyncVectorEnv(fns)

@@ -23,7 +23,8 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int) -> Pat
 
 
 class VideoRecorder(gym.Wrapper):
-    """Record the episodes whose ``reset`` seed is in ``seeds`` to ``<directory>/seed<seed><suffix>``.
+    """Record the episodes whose ``reset`` seed is in ``seeds`` to ``<directory>/seed<seed><suffix>``,
+    each seed once (the first episode that uses it).
 
     Choosing episodes by seed (not by env index) keeps recording deterministic inside sync and async
     vector envs, where each sub-environment writes its own files. ``every`` renders every n-th step,
@@ -55,6 +56,7 @@ class VideoRecorder(gym.Wrapper):
         self._t = 0
         if seed is not None and seed in self.seeds:
             self._seed = seed
+            self.seeds.discard(seed)
             self._frames.append(self.env.render())
         return obs, info
 

@@ -1,0 +1,55 @@
+"""``robopolicy eval``: the evaluation protocol from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from robopolicy.eval.protocol import EvalConfig
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from robopolicy.eval.run import evaluate_checkpoint
+
+    config = EvalConfig(
+        n_episodes=args.episodes, policy_seeds=list(range(args.seeds)), split=args.split, n_envs=args.n_envs,
+        n_videos=args.videos,
+    )
+    expert_kwargs = {"noise": args.expert_noise} if args.checkpoint == "expert" else {}
+    result = evaluate_checkpoint(
+        args.checkpoint, args.task, config, args.out, asynchronous=args.asynchronous, device=args.device,
+        video_every=args.video_every, **expert_kwargs,
+    )
+    brief = {k: result[k] for k in ("task", "n_episodes", "return", "length", "latency_ms") if k in result}
+    if "success" in result:
+        brief["success"] = result["success"]
+    print(json.dumps(brief, indent=1))
+    print(f"wrote {args.out}/result.json, summary.png and {len(result['videos'])} video(s)")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint (or a task's scripted expert) with the standard protocol",
+        description=(
+            "Run policy seeds x initial conditions on a task. Initial conditions are environment seeds from the "
+            "test range (100000+) unless --split train (0+, the seeds demonstrations are collected on). Writes "
+            "result.json (success with a Wilson 95%% CI, returns and lengths with bootstrap CIs, latency, every "
+            "episode), summary.png and mp4 videos of the first --videos test seeds."
+        ),
+    )
+    p.add_argument("checkpoint", help="policy checkpoint directory, or 'expert' for the task's scripted expert")
+    p.add_argument("--task", required=True, help="task name from tasks/ (see `robopolicy tasks`) or a TOML path")
+    p.add_argument("--episodes", type=int, default=50, help="initial conditions per policy seed (default 50)")
+    p.add_argument("--seeds", type=int, default=3, help="number of policy seeds 0..N-1 (default 3)")
+    p.add_argument("--split", choices=["test", "train"], default="test", help="environment seed range")
+    p.add_argument("--n-envs", type=int, default=10, help="parallel environments (default 10)")
+    p.add_argument("--async", dest="asynchronous", action="store_true",
+                   help="subprocess vector env (slower than sync on 2 cores; helps with many cores)")
+    p.add_argument("--videos", type=int, default=3, help="rollouts to record as mp4 (default 3)")
+    p.add_argument("--video-every", type=int, default=1, help="render every n-th control step in videos")
+    p.add_argument("--expert-noise", type=float, default=0.0, help="action noise std for 'expert' (default 0)")
+    p.add_argument("--device", default="cpu", help="torch device for the policy (default cpu)")
+    p.add_argument("--out", default="runs/eval", help="output directory (default runs/eval)")
+    p.set_defaults(func=_eval)

@@ -1,0 +1,148 @@
+"""One evaluation protocol for every policy and every environment (diffusion_policy's, made explicit).
+
+Policy seeds × initial conditions: each policy seed (torch's global seed, which drives sampling) is run
+on the same ``n_episodes`` initial conditions, which are environment reset seeds drawn from a range kept
+apart from the one demonstrations are collected on (``train`` seeds start at 0, ``test`` at 100000).
+The environment is anything with the gymnasium vector-env interface whose sub-envs take observation
+histories and action chunks (``robopolicy.sim.make_vector_env``; a hardware backend can provide the same).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from robopolicy.eval.stats import summarize, wilson_interval
+
+SEED_BASES = {"train": 0, "test": 100_000}
+
+
+class ChunkConfig(Protocol):
+    n_obs_steps: int
+    n_action_steps: int
+    horizon: int
+
+
+class ChunkPolicy(Protocol):
+    """What evaluation needs from a policy; ``robopolicy.policy.Policy`` and :class:`ExpertPolicy` fit.
+
+    ``predict_action`` takes ``{key: (B, n_obs_steps, *shape)}`` tensors and returns the unnormalized
+    chunk ``(B, horizon, action_dim)`` whose index 0 is the action for the current step.
+    """
+
+    config: ChunkConfig
+
+    def predict_action(self, obs: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def reset(self) -> None: ...
+
+
+class VectorEnv(Protocol):
+    num_envs: int
+
+    def reset(self, *, seed: list[int]) -> tuple[dict[str, np.ndarray], dict[str, Any]]: ...
+
+    def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]: ...
+
+
+@dataclass
+class EvalConfig:
+    """How many episodes on which seeds. ``n_videos`` rollouts (the first test seeds) are recorded."""
+
+    n_episodes: int = 50
+    policy_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    split: str = "test"
+    n_envs: int = 10
+    n_videos: int = 3
+
+    def __post_init__(self) -> None:
+        if self.split not in SEED_BASES:
+            raise ValueError(f"split must be one of {sorted(SEED_BASES)}, got {self.split!r}")
+        if self.n_episodes < 1 or self.n_envs < 1 or not self.policy_seeds:
+            raise ValueError("n_episodes, n_envs and policy_seeds must be positive / non-empty")
+
+    @property
+    def env_seeds(self) -> list[int]:
+        return [SEED_BASES[self.split] + i for i in range(self.n_episodes)]
+
+
+@dataclass
+class Episode:
+    policy_seed: int
+    env_seed: int
+    success: bool
+    ret: float
+    length: int
+
+
+def _policy_obs(policy: ChunkPolicy, obs: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    keys = [spec.key for spec in getattr(policy.config, "obs", [])] or list(obs)
+    return {k: torch.as_tensor(obs[k], device=device) for k in keys}
+
+
+def run_episodes(
+    policy: ChunkPolicy, env: VectorEnv, env_seeds: list[int], policy_seed: int, latencies: list[float]
+) -> list[Episode]:
+    """Run one episode per seed in ``env_seeds``, ``env.num_envs`` at a time; append call latencies (s)."""
+    torch.manual_seed(policy_seed)
+    device = torch.device(getattr(policy, "device", "cpu"))
+    n_act = policy.config.n_action_steps
+    episodes: list[Episode] = []
+    for start in range(0, len(env_seeds), env.num_envs):
+        seeds = env_seeds[start:start + env.num_envs]
+        # spare envs in the last round run the next seeds and are ignored
+        padded = seeds + [env_seeds[-1] + 1 + i for i in range(env.num_envs - len(seeds))]
+        obs, _ = env.reset(seed=padded)
+        policy.reset()
+        n = env.num_envs
+        done = np.zeros(n, bool)
+        done[len(seeds):] = True
+        success, ret, length = np.zeros(n, bool), np.zeros(n), np.zeros(n, int)
+        while not done.all():
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                chunk = policy.predict_action(_policy_obs(policy, obs, device))
+            latencies.append(time.perf_counter() - t0)
+            obs, reward, terminated, truncated, info = env.step(chunk[:, :n_act].detach().cpu().numpy())
+            live = ~done
+            ret[live] += reward[live]
+            length[live] += np.asarray(info["n_steps"])[live]
+            success[live] |= np.asarray(info.get("is_success", np.zeros(n, bool)), bool)[live]
+            done |= terminated | truncated
+        episodes += [
+            Episode(policy_seed, s, bool(success[i]), float(ret[i]), int(length[i])) for i, s in enumerate(seeds)
+        ]
+    return episodes
+
+
+def evaluate(policy: ChunkPolicy, env: VectorEnv, config: EvalConfig, has_success: bool = True) -> dict[str, Any]:
+    """Run the protocol and return every number: per-episode records, success with a Wilson 95 % CI,
+    per-policy-seed success, return and length summaries with bootstrap CIs, and inference latency."""
+    latencies: list[float] = []
+    episodes: list[Episode] = []
+    for seed in config.policy_seeds:
+        episodes += run_episodes(policy, env, config.env_seeds, seed, latencies)
+    successes = np.array([e.success for e in episodes])
+    lat_ms = np.array(latencies) * 1e3
+    result: dict[str, Any] = {
+        "config": asdict(config),
+        "n_episodes": len(episodes),
+        "return": summarize(np.array([e.ret for e in episodes])),
+        "length": summarize(np.array([e.length for e in episodes])),
+        "latency_ms": {
+            "per_call_mean": float(lat_ms.mean()), "per_call_p50": float(np.median(lat_ms)),
+            "per_call_p95": float(np.quantile(lat_ms, 0.95)), "batch_size": env.num_envs, "n_calls": len(lat_ms),
+        },
+        "episodes": [asdict(e) for e in episodes],
+    }
+    if has_success:
+        low, high = wilson_interval(int(successes.sum()), len(successes))
+        per_seed = {
+            str(s): float(np.mean([e.success for e in episodes if e.policy_seed == s])) for s in config.policy_seeds
+        }
+        result["success"] = {"rate": float(successes.mean()), "ci95": [low, high], "per_policy_seed": per_seed}
+    return result

@@ -1,0 +1,57 @@
+"""Evaluate a checkpoint (or a task's scripted expert) on a simulated task and write the report:
+``result.json`` (every number), ``summary.png`` and ``videos/seed<k>.mp4`` for the first test seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from robopolicy.eval.plots import plot_summary
+from robopolicy.eval.protocol import ChunkPolicy, EvalConfig, evaluate
+
+EXPERT = "expert"
+
+
+def load_policy(checkpoint: str, task, device: str = "cpu", **expert_kwargs: Any) -> ChunkPolicy:
+    """``expert`` names the task's scripted expert; anything else is a ``Policy`` checkpoint directory."""
+    if checkpoint == EXPERT:
+        from robopolicy.sim.experts import make_expert
+        from robopolicy.sim.experts.adapter import ExpertPolicy
+
+        if not task.expert.name or task.expert.name == "ppo":
+            raise ValueError(f"task {task.name} has no scripted expert; pass a checkpoint directory")
+        kwargs = {**task.expert.kwargs, **expert_kwargs}
+        return ExpertPolicy(lambda: make_expert(task.expert.name, **kwargs))
+    from robopolicy.policy import Policy
+
+    policy = Policy.load(checkpoint, device=device)
+    policy.eval()
+    return policy
+
+
+def evaluate_checkpoint(
+    checkpoint: str, task_name: str, config: EvalConfig, out_dir: str | Path, asynchronous: bool = False,
+    device: str = "cpu", video_every: int = 1, **expert_kwargs: Any,
+) -> dict[str, Any]:
+    """Build the vector env with the policy's horizons, run the protocol and write the report files."""
+    from robopolicy.sim import make_vector_env
+    from robopolicy.sim.task import load_task
+
+    task = load_task(task_name)
+    policy = load_policy(checkpoint, task, device, **expert_kwargs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = make_vector_env(
+        task, min(config.n_envs, config.n_episodes), asynchronous=asynchronous,
+        n_obs_steps=policy.config.n_obs_steps, n_action_steps=policy.config.n_action_steps,
+        video_dir=out_dir / "videos", video_seeds=config.env_seeds[: config.n_videos], video_every=video_every,
+    )
+    try:
+        result = evaluate(policy, env, config, has_success=task.has_success)
+    finally:
+        env.close()
+    result.update(task=task.name, checkpoint=checkpoint, videos=sorted(str(p) for p in (out_dir / "videos").glob("*")))
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+    plot_summary(result, out_dir / "summary.png", f"{task.name}: {checkpoint}")
+    return result

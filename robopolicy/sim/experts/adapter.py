@@ -1,0 +1,50 @@
+"""Scripted experts behind the chunk-policy interface, so evaluation runs them like learned policies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from robopolicy.sim.experts import Expert
+
+
+@dataclass
+class ExpertChunkConfig:
+    """One observation, one action per call: experts are closed-loop at every control step.
+    An empty ``obs`` list means the expert receives every observation key."""
+
+    n_obs_steps: int = 1
+    horizon: int = 1
+    n_action_steps: int = 1
+    obs: list = field(default_factory=list)
+
+
+class ExpertPolicy:
+    """One expert per sub-environment, built on first use. ``reset`` re-seeds them from torch's global
+    generator, so the evaluation protocol's policy seeds also fix the experts' noise."""
+
+    def __init__(self, make_expert: Callable[[], Expert]) -> None:
+        self.make_expert = make_expert
+        self.config = ExpertChunkConfig()
+        self.experts: list[Expert] = []
+        self._pending_reset = True
+
+    def reset(self) -> None:
+        self._pending_reset = True
+
+    def predict_action(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = next(iter(obs.values())).shape[0]
+        while len(self.experts) < batch:
+            self.experts.append(self.make_expert())
+        if self._pending_reset:
+            for expert in self.experts:
+                expert.reset(seed=int(torch.randint(0, 2**31 - 1, ()).item()))
+            self._pending_reset = False
+        actions = [
+            expert.act({k: v[i, -1].cpu().numpy() for k, v in obs.items()})
+            for i, expert in enumerate(self.experts[:batch])
+        ]
+        return torch.as_tensor(np.stack(actions), dtype=torch.float32)[:, None]
