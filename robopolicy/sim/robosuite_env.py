@@ -112,6 +112,12 @@ class RobosuiteEnv(gym.Env):
         info = dict(info, is_success=success)
         return self._obs(raw), float(reward), success and self.terminate_on_success, False, info
 
+    def observe_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        """Observations for a flattened MuJoCo state: robomimic's states-to-observations replay."""
+        self.env.sim.set_state_from_flattened(state)
+        self.env.sim.forward()
+        return self._obs(self.env._get_observations(force_update=True))
+
     def render(self) -> np.ndarray:
         frame = self.env.sim.render(camera_name=self.video_camera, height=self.video_size, width=self.video_size)
         return np.ascontiguousarray(frame[::-1])

@@ -1,0 +1,213 @@
+"""Demonstration collection from ``datasets/*.toml`` recipes.
+
+Fast tasks write a zarr ``ReplayBuffer`` directly. robosuite tasks go the way real robosuite data goes:
+episodes are recorded through robosuite's ``DataCollectionWrapper`` and gathered into its raw
+``demo.hdf5`` (states + actions), observations are rebuilt by replaying the states (robomimic's
+``dataset_states_to_obs``, optionally in an image variant of the task) into a robomimic-style hdf5, and
+that file is converted to zarr with ``robopolicy.data.convert``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from robopolicy.sim.factory import make_base_env
+from robopolicy.sim.task import TaskSpec, load_task
+from robopolicy.specs import from_dict
+
+DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
+
+
+@dataclass
+class Recipe:
+    """One ``datasets/<name>.toml``. ``expert`` is a scripted expert name or ``ppo`` (then ``checkpoint``
+    is the PPO run directory); ``obs_task`` chooses the observation variant stored (default: ``task``)."""
+
+    name: str
+    task: str
+    output: str
+    n_episodes: int
+    expert: str
+    description: str = ""
+    expert_kwargs: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str = ""
+    obs_task: str = ""
+    seed_start: int = 0
+    only_successful: bool = True
+    max_attempts_factor: float = 2.0
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" and path.exists()):
+        path = DATASETS_DIR / f"{name_or_path}.toml"
+    with open(path, "rb") as f:
+        return from_dict(Recipe, tomllib.load(f))
+
+
+def _expert(recipe: Recipe, task: TaskSpec):
+    if recipe.expert == "ppo":
+        from robopolicy.rl.ppo import PPOExpert
+
+        return PPOExpert.load(recipe.checkpoint, **recipe.expert_kwargs)
+    from robopolicy.sim.experts import make_expert
+
+    return make_expert(recipe.expert, **{**task.expert.kwargs, **recipe.expert_kwargs})
+
+
+def _rollout(env, expert, seed: int, keys: list[str]) -> tuple[dict[str, np.ndarray], bool]:
+    """One episode; returns per-step observations (before each action), actions, rewards and success."""
+    obs, _ = env.reset(seed=seed)
+    expert.reset(seed=seed)
+    steps: dict[str, list] = {k: [] for k in [*keys, "action", "reward"]}
+    success, done = False, False
+    while not done:
+        action = np.asarray(expert.act(obs), dtype=np.float32)
+        for k in keys:
+            steps[k].append(obs[k])
+        steps["action"].append(action)
+        obs, reward, terminated, truncated, info = env.step(action)
+        steps["reward"].append(np.float32(reward))
+        success = success or bool(info.get("is_success", False))
+        done = terminated or truncated
+    return {k: np.stack(v) for k, v in steps.items()}, success
+
+
+def _episodes(recipe: Recipe, task: TaskSpec, env, keys: list[str], on_episode) -> dict[str, Any]:
+    """Run the expert on consecutive train seeds until ``n_episodes`` are kept; return the tallies."""
+    expert = _expert(recipe, task)
+    kept, attempts, successes = 0, 0, 0
+    max_attempts = int(recipe.n_episodes * recipe.max_attempts_factor)
+    bar = tqdm(total=recipe.n_episodes, desc=f"collect {recipe.name}", unit="ep")
+    while kept < recipe.n_episodes and attempts < max_attempts:
+        episode, success = _rollout(env, expert, recipe.seed_start + attempts, keys)
+        attempts += 1
+        successes += success
+        if success or not recipe.only_successful:
+            on_episode(episode, success)
+            kept += 1
+            bar.update(1)
+        bar.set_postfix(success=f"{successes / attempts:.1%}")
+    bar.close()
+    return {"attempts": attempts, "successes": successes, "kept": kept,
+            "success_rate": successes / max(attempts, 1)}
+
+
+def collect_zarr(recipe: Recipe, task: TaskSpec, out: Path) -> dict[str, Any]:
+    """Fast path: roll the expert out and append every kept episode to a zarr store."""
+    from robopolicy.data.replay_buffer import ReplayBuffer
+    from robopolicy.data.spec import build_attrs
+
+    env = make_base_env(task)
+    keys = task.obs_keys
+    buffer = ReplayBuffer.create(out, attrs={"recipe": asdict(recipe)}, overwrite=True)
+
+    def add(episode: dict[str, np.ndarray], _: bool) -> None:
+        if buffer.n_episodes == 0:
+            buffer.update_attrs(build_attrs(
+                episode, keys, fps=task.video.fps, convention={"mode": task.action.convention, "rotation": "none"},
+                source={"format": "robopolicy.collect", "task": task.name, "expert": recipe.expert},
+            ))
+        buffer.add_episode(episode)
+
+    with buffer:
+        tally = _episodes(recipe, task, env, keys, add)
+    env.close()
+    return tally
+
+
+def gather_robosuite_hdf5(episode_dirs: list[Path], out: Path, env_name: str, env_info: dict[str, Any]) -> int:
+    """robosuite's ``gather_demonstrations_as_hdf5``, in seed order: successful episodes only, the state
+    recorded after the last action dropped, 1-indexed ``demo_k`` groups with the model XML."""
+    import h5py
+    import robosuite
+
+    n = 0
+    with h5py.File(out, "w") as f:
+        data = f.create_group("data")
+        for ep_dir in episode_dirs:
+            states, actions, success = [], [], False
+            for state_file in sorted(ep_dir.glob("state_*.npz")):
+                chunk = np.load(state_file, allow_pickle=True)  # robosuite's own npz holds action dicts
+                states.extend(chunk["states"])
+                actions.extend(info["actions"] for info in chunk["action_infos"])
+                success = success or bool(chunk["successful"])
+            if not success or not states:
+                continue
+            n += 1
+            demo = data.create_group(f"demo_{n}")
+            demo.attrs["model_file"] = (ep_dir / "model.xml").read_text()
+            demo.create_dataset("states", data=np.array(states[:-1]))
+            demo.create_dataset("actions", data=np.array(actions))
+        data.attrs["repository_version"] = robosuite.__version__
+        data.attrs["env"] = env_name
+        data.attrs["env_info"] = json.dumps(env_info)
+    return n
+
+
+def add_observations(raw: Path, out: Path, obs_task: TaskSpec) -> None:
+    """Replay each demo's states in ``obs_task``'s env and write a robomimic-style hdf5 with ``obs/``."""
+    import h5py
+
+    env = make_base_env(obs_task)
+    robosuite_env = env.unwrapped
+    with h5py.File(raw, "r") as src, h5py.File(out, "w") as dst:
+        data = dst.create_group("data")
+        for k, v in src["data"].attrs.items():
+            data.attrs[k] = v
+        for name in tqdm(sorted(src["data"], key=lambda n: int(n.split("_")[1])), desc="replay states", unit="demo"):
+            states = src[f"data/{name}/states"][()]
+            env.reset(seed=0)
+            frames = [robosuite_env.observe_state(s) for s in states]
+            demo = data.create_group(name)
+            demo.create_dataset("actions", data=src[f"data/{name}/actions"][()].astype(np.float32))
+            demo.create_dataset("states", data=states)
+            for key in obs_task.obs_keys:
+                demo.create_dataset(f"obs/{key}", data=np.stack([f[key] for f in frames]))
+    env.close()
+
+
+def collect_robosuite(recipe: Recipe, task: TaskSpec, out: Path) -> dict[str, Any]:
+    """robosuite path: record raw demos, gather ``demo.hdf5``, rebuild observations, convert to zarr."""
+    from robopolicy.data.convert import convert
+
+    work = out.with_suffix(".raw")
+    shutil.rmtree(work, ignore_errors=True)
+    episodes_dir = work / "episodes"
+    env = make_base_env(task, collect_dir=str(episodes_dir))
+    with contextlib.redirect_stdout(io.StringIO()):  # the wrapper prints a line per episode
+        tally = _episodes(recipe, task, env, task.obs_keys, lambda *_: None)
+        env.close()
+    raw = work / "demo.hdf5"
+    info = {"env_name": task.env.id, "task": task.name, **task.env.kwargs}
+    gather_robosuite_hdf5(sorted(episodes_dir.iterdir()), raw, task.env.id, info)
+    processed = work / "demo_obs.hdf5"
+    add_observations(raw, processed, load_task(recipe.obs_task) if recipe.obs_task else task)
+    convert(processed, out, overwrite=True)
+    tally["raw_hdf5"] = str(raw)
+    tally["robomimic_hdf5"] = str(processed)
+    return tally
+
+
+def collect(recipe: Recipe, output: str | None = None) -> dict[str, Any]:
+    """Run a recipe; writes the dataset and ``<output>.report.json`` and returns the report."""
+    task = load_task(recipe.task)
+    out = Path(output or recipe.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if task.env.backend == "robosuite":
+        tally = collect_robosuite(recipe, task, out)
+    else:
+        tally = collect_zarr(recipe, task, out)
+    report = {"recipe": asdict(recipe), "output": str(out), **tally}
+    Path(f"{out}.report.json").write_text(json.dumps(report, indent=1))
+    return report
