@@ -3,7 +3,8 @@
 Each episode has T actions/rewards/terminations/truncations and T+1 observations (the last one follows the
 final action). A step-indexed store pairs observation t with action t, so the final observation of every
 episode is dropped; this is recorded in the provenance. Dict observation spaces become
-`observation.<key>`, a Box space `observation`. Image Boxes stored as JPEG (Minari's default) are decoded.
+`observation.<key>`, a Box space `observation`. Image Boxes stored as JPEG (Minari's default when it
+knows the space) are decoded; raw pixel arrays are read as they are.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def _is_image(space: dict) -> bool:
 def _decode_jpeg(blobs: Any) -> np.ndarray:
     from PIL import Image
 
-    return np.stack([np.asarray(Image.open(io.BytesIO(bytes(b)))) for b in blobs])
+    return np.stack([np.asarray(Image.open(io.BytesIO(np.asarray(b).tobytes() if not isinstance(b, bytes) else b))) for b in blobs])
 
 
 class MinariSource(Source):
@@ -78,7 +79,6 @@ class MinariSource(Source):
             if value is None:
                 raise DataError(path, f"data/metadata.json:{key}", "missing; expected a serialized gymnasium space")
         self.obs_space = _leaves(json.loads(spaces["observation_space"]) if isinstance(spaces["observation_space"], str) else spaces["observation_space"], "observation")
-        self.jpeg = bool(self.meta.get("jpeg_encoding", False))
         self.ids = self._episode_ids()
         kept = {k: v for k, v in self.meta.items() if k not in ("observation_space", "action_space")}
         self._info = SourceInfo(
@@ -127,8 +127,9 @@ class MinariSource(Source):
         return label, episode
 
     def _leaf(self, key: str, values: Any) -> np.ndarray:
+        """Decode one observation leaf; image Boxes may hold raw pixels or JPEG blobs, whatever the metadata says."""
         space = self.obs_space[key]
-        if self.jpeg and _is_image(space):
+        if _is_image(space) and not (isinstance(values, np.ndarray) and values.ndim == 4):
             return _decode_jpeg(values)
         return np.asarray(values, dtype=space.get("dtype"))
 
@@ -160,7 +161,7 @@ class MinariSource(Source):
 
         def column(field: Any, key: str) -> np.ndarray:
             arr = field.combine_chunks() if hasattr(field, "combine_chunks") else field
-            if self.jpeg and key in self.obs_space and _is_image(self.obs_space[key]):
+            if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
                 return self._leaf(key, arr.to_pylist())
             if pa.types.is_fixed_size_list(arr.type):
                 flat = np.asarray(arr.flatten().to_numpy(zero_copy_only=False))

@@ -1,0 +1,50 @@
+"""Helpers for the data tests: where the third-party tools live, and running them or the CLI."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+TOOLS_PY = Path(os.environ.get("ROBOPOLICY_TOOLS_VENV", REPO / ".venv-tools")) / "bin" / "python"
+ROBOSUITE_DEMOS = Path(os.environ.get("ROBOPOLICY_TEST_DATA", REPO / ".cache" / "test-data")) / "robosuite-1.4.1"
+INSTALL_HINT = "run `bash scripts/install_test_tools.sh`"
+
+
+def require_tools() -> Path:
+    if not TOOLS_PY.exists():
+        pytest.skip(f"third-party tools (lerobot, minari) absent: {TOOLS_PY} missing; {INSTALL_HINT}")
+    return TOOLS_PY
+
+
+def robosuite_demo(name: str) -> Path:
+    path = ROBOSUITE_DEMOS / name / "demo.hdf5" if name == "lift" else ROBOSUITE_DEMOS / name
+    if not path.exists():
+        pytest.skip(f"robosuite 1.4.1 demo files absent ({path}); {INSTALL_HINT}")
+    return path
+
+
+def run_tool(script: str, *args: str) -> None:
+    """Run tests/data_tools/<script> with the tools' python; fail with its output on error."""
+    proc = subprocess.run([str(require_tools()), str(HERE / script), *args], capture_output=True, text=True, timeout=600)
+    if proc.returncode:
+        raise AssertionError(f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def run_cli(*argv: str) -> int:
+    """Run the data sub-commands as the main CLI does: DataError -> exit code 2."""
+    from robopolicy.data.cli import register
+    from robopolicy.data.errors import DataError
+
+    parser = argparse.ArgumentParser(prog="robopolicy")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    try:
+        return args.func(args)
+    except DataError as exc:
+        print(f"error: {exc}")
+        return 2
