@@ -184,12 +184,16 @@ def collect_robosuite(recipe: Recipe, task: TaskSpec, out: Path) -> dict[str, An
     work = out.with_suffix(".raw")
     shutil.rmtree(work, ignore_errors=True)
     episodes_dir = work / "episodes"
-    env = make_base_env(task, collect_dir=str(episodes_dir))
+    env = make_base_env(task, collect_dir=str(episodes_dir), render_mode=None)
     with contextlib.redirect_stdout(io.StringIO()):  # the wrapper prints a line per episode
         tally = _episodes(recipe, task, env, task.obs_keys, lambda *_: None)
         env.close()
     raw = work / "demo.hdf5"
-    info = {"env_name": task.env.id, "task": task.name, **task.env.kwargs}
+    from robosuite import load_composite_controller_config
+
+    robot = task.env.kwargs.get("robots", "Panda")
+    info = {"env_name": task.env.id, "task": task.name, **task.env.kwargs,
+            "controller_configs": load_composite_controller_config(robot=robot)}
     gather_robosuite_hdf5(sorted(episodes_dir.iterdir()), raw, task.env.id, info)
     processed = work / "demo_obs.hdf5"
     add_observations(raw, processed, load_task(recipe.obs_task) if recipe.obs_task else task)

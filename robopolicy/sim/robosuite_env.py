@@ -27,7 +27,9 @@ def _space(spec: ObsSpec) -> gym.spaces.Box:
 class RobosuiteEnv(gym.Env):
     """One robosuite environment. Images are flipped to the usual top-down row order and rendered without
     shadows or reflections; ``reset(seed=...)`` reseeds robosuite's own generator, so object placements
-    repeat. ``collect_dir`` records every episode through robosuite's ``DataCollectionWrapper``."""
+    repeat. ``collect_dir`` records every episode through robosuite's ``DataCollectionWrapper``, which
+    rebuilds the simulation at each reset: pass ``render_mode=None`` there to skip making a GL context.
+    """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
@@ -53,7 +55,7 @@ class RobosuiteEnv(gym.Env):
             env_name,
             robots=robots,
             has_renderer=False,
-            has_offscreen_renderer=True,
+            has_offscreen_renderer=bool(cameras) or render_mode is not None,
             use_camera_obs=bool(cameras),
             camera_names=cameras or "agentview",
             camera_heights=size,
