@@ -1,0 +1,1 @@
+"""Reinforcement learning: the Gaussian PPO baseline (``ppo``); RL fine-tuning builds on it."""

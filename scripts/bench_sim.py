@@ -1,0 +1,151 @@
+"""Simulator throughput: raw MuJoCo vs our wrapped envs vs vector envs, rendering settings, robosuite.
+
+Prints a table and writes JSON. Figures are noisy on shared CPUs (30-50 % between runs): compare ratios
+taken in one run. robosuite is measured only with --robosuite (slow import, ~15 s JIT on a fresh install).
+
+    .venv/bin/python scripts/bench_sim.py [--robosuite] [--seconds 2] [--out runs/bench_sim.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+import robopolicy.sim  # noqa: F401  (chooses MUJOCO_GL before mujoco is imported)
+from robopolicy.sim import GL_BACKEND, load_task, make_env, make_vector_env
+from robopolicy.sim.rendering import make_renderer, render
+
+
+def rate(fn: Callable[[], int], seconds: float) -> float:
+    """Calls ``fn`` (returning the number of steps it took) for ``seconds``; steps per second."""
+    fn()  # warm-up
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        steps += fn()
+    return steps / (time.perf_counter() - start)
+
+
+def raw_mujoco(task_name: str, seconds: float) -> float:
+    import mujoco
+
+    env = make_env(task_name, chunked=False)
+    model, data = env.unwrapped.model, env.unwrapped.data
+
+    def run() -> int:
+        mujoco.mj_step(model, data, nstep=100)
+        return 100
+    r = rate(run, seconds)
+    env.close()
+    return r
+
+
+def env_rate(task_name: str, seconds: float, chunked: bool) -> float:
+    """Control steps/s of one env; with ``chunked`` through the multistep wrapper (n_action_steps each)."""
+    task = load_task(task_name)
+    env = make_env(task, chunked=chunked)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    per_call = task.horizons.n_action_steps if chunked else 1
+
+    def run() -> int:
+        _, _, terminated, truncated, info = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+        return info.get("n_steps", per_call) if chunked else 1
+    r = rate(run, seconds)
+    env.close()
+    return r
+
+
+def vector_rate(task_name: str, n: int, asynchronous: bool, seconds: float) -> float:
+    """Total control steps/s of ``n`` chunked envs."""
+    task = load_task(task_name)
+    env = make_vector_env(task, n, asynchronous=asynchronous)
+    env.reset(seed=list(range(n)))
+    env.action_space.seed(0)
+
+    def run() -> int:
+        env.step(env.action_space.sample())
+        return n * task.horizons.n_action_steps
+    r = rate(run, seconds)
+    env.close()
+    return r
+
+
+def render_rate(task_name: str, fast: bool, seconds: float, size: int = 84) -> float:
+    """Frames/s of one physics step + an 84x84 render with fast or default (pretty) visuals."""
+    import mujoco
+
+    env = make_env(task_name, chunked=False)
+    model, data = env.unwrapped.model, env.unwrapped.data
+    renderer = make_renderer(model, size, size, fast=fast)
+
+    def run() -> int:
+        mujoco.mj_step(model, data)
+        render(renderer, data)
+        return 1
+    r = rate(run, seconds)
+    renderer.close()
+    env.close()
+    return r
+
+
+def robosuite_rates(task_name: str, seconds: float) -> dict[str, float]:
+    task = load_task(task_name)
+    start = time.perf_counter()
+    env = make_env(task, chunked=False)
+    env.reset(seed=0)
+    env.step(np.zeros(task.action.dim, np.float32))
+    first = time.perf_counter() - start
+    zero = np.zeros(task.action.dim, np.float32)
+    steps = rate(lambda: (env.step(zero), 1)[1], seconds)
+    t0 = time.perf_counter()
+    for i in range(5):
+        env.reset(seed=i)
+    reset_s = (time.perf_counter() - t0) / 5
+    env.close()
+    return {"control_steps_per_s": steps, "build_reset_first_step_s": first, "reset_s": reset_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    parser.add_argument("--robosuite", action="store_true", help="also measure robosuite Lift (low-dim and image)")
+    parser.add_argument("--out", default="runs/bench_sim.json")
+    args = parser.parse_args()
+    s = args.seconds
+    rows: list[tuple[str, str, float]] = []
+    for task in ("hopper", "walker2d", "halfcheetah", "push_puck"):
+        rows.append((task, "raw mj_step", raw_mujoco(task, s)))
+        rows.append((task, "env (single actions)", env_rate(task, s, chunked=False)))
+        rows.append((task, "env + multistep wrapper", env_rate(task, s, chunked=True)))
+        rows.append((task, "sync vector x8 (total)", vector_rate(task, 8, False, s)))
+        rows.append((task, "async vector x8 (total)", vector_rate(task, 8, True, s)))
+    rows.append(("push_puck_image", "env + multistep, 84x84 obs", env_rate("push_puck_image", s, chunked=True)))
+    for task in ("hopper", "push_puck"):
+        rows.append((task, "step + render 84x84, default visuals (frames/s)", render_rate(task, False, s)))
+        rows.append((task, "step + render 84x84, fast visuals (frames/s)", render_rate(task, True, s)))
+    if args.robosuite:
+        for task in ("lift", "lift_image"):
+            r = robosuite_rates(task, s)
+            rows.append((task, "robosuite control steps/s", r["control_steps_per_s"]))
+            rows.append((task, "robosuite build+reset+first step (s)", r["build_reset_first_step_s"]))
+            rows.append((task, "robosuite reset (s, hard_reset=False)", r["reset_s"]))
+    print(f"MUJOCO_GL={GL_BACKEND}")
+    print(f"{'task':16s} {'measurement':48s} {'steps/s':>10s}")
+    for task, what, value in rows:
+        print(f"{task:16s} {what:48s} {value:10.1f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"gl_backend": GL_BACKEND, "rows": [
+        {"task": t, "measurement": w, "value": v} for t, w, v in rows]}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
