@@ -1,0 +1,56 @@
+"""Regression head: one deterministic forward, MSE loss. The baseline that averages modes away.
+
+It exists to show what the generative heads buy (on a bimodal task it predicts the mean of the modes),
+and as a Gaussian policy (mean = prediction, std = min_std) it also plugs into the RL chain interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from robopolicy.heads import register_head
+from robopolicy.heads.base import Head
+from robopolicy.nn.backbones import build_backbone
+from robopolicy.specs import ConfigError
+
+
+@dataclass
+class RegressionParams:
+    min_std: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.min_std <= 0:
+            raise ConfigError(f"head.params.min_std: expected > 0, got {self.min_std}")
+
+
+@register_head
+class RegressionHead(Head):
+    name = "regression"
+    Params = RegressionParams
+    params: RegressionParams
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.net = build_backbone(self.backbone_cfg, self.action_dim, self.horizon, self.cond_dim)
+
+    def predict(self, cond: torch.Tensor) -> torch.Tensor:
+        zeros = cond.new_zeros(cond.shape[0], *self.chunk_shape)
+        return self.net(zeros, cond.new_zeros(cond.shape[0]), cond)
+
+    def loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(self.predict(cond), actions)
+
+    def sample(self, cond: torch.Tensor, steps: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.predict(cond)
+
+    def initial_latent(self, batch: int, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return cond.new_zeros(batch, *self.chunk_shape)
+
+    def transition(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor | int,
+                   steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.predict(cond)
+        return mean, torch.full_like(mean, self.params.min_std)

@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Latency of one action-chunk prediction at batch 1, per head and step count, vs. the bare network cost.
+
+End to end = `Policy.predict_action(obs)`: raw observation dict in (uint8 images, float state),
+unnormalized chunk out. Bare = the encoder forward plus a replay of exactly the backbone calls the head
+made (recorded with a forward hook; with the input-gradient backward where the head needed one, as the
+energy head does). Overhead = end_to_end / bare - 1: the cost of everything that is not the networks.
+Medians over many repeats after warm-up; both figures come from the same process, so ratios are stable.
+
+usage: python scripts/bench_inference.py [--repeats 50] [--quick] [--json bench_inference.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from robopolicy.policy import Policy
+from robopolicy.specs import ActionSpec, BackboneConfig, EncoderConfig, HeadConfig, ObsSpec, PolicyConfig
+
+# (label, head, params, steps passed to predict_action)
+HEAD_SETTINGS = [
+    ("DDPM-100", "diffusion", {"sampler": "ddpm", "inference_steps": 100}, 100),
+    ("DDIM-10", "diffusion", {"sampler": "ddim", "inference_steps": 10}, 10),
+    ("flow-10", "flow", {"inference_steps": 10}, 10),
+    ("flow-1", "flow", {"inference_steps": 1}, 1),
+    ("consistency-1", "consistency", {}, 1),
+    ("energy-2", "energy", {"variant": "ebt", "inference": "descent", "descent_steps": 2}, 2),
+    ("energy-10", "energy", {"variant": "ebt", "inference": "descent", "descent_steps": 10}, 10),
+    ("regression", "regression", {}, None),
+]
+
+STATE, ACTION_DIM, HORIZON = 20, 7, 16
+BACKBONES = {
+    "lowdim-mlp": BackboneConfig(kind="mlp", hidden_dims=[256, 256, 256]),
+    "lowdim-unet": BackboneConfig(kind="unet", down_dims=[64, 128, 256]),
+    "rgb84-unet": BackboneConfig(kind="unet", down_dims=[64, 128, 256]),
+}
+
+
+def policy_for(setting: str, head: str, params: dict) -> Policy:
+    obs = [ObsSpec("state", (STATE,))]
+    if setting.startswith("rgb"):
+        obs.append(ObsSpec("agentview", (84, 84, 3), "rgb"))
+    cfg = PolicyConfig(obs=obs, action=ActionSpec(ACTION_DIM), n_obs_steps=2, horizon=HORIZON, n_action_steps=8,
+                       encoder=EncoderConfig(crop_shape=(76, 76)), backbone=BACKBONES[setting],
+                       head=HeadConfig(head, params))
+    policy = Policy(cfg)
+    ones = np.ones
+    policy.fit_normalizer({k: {"min": -ones(d), "max": ones(d), "mean": 0 * ones(d), "std": ones(d)}
+                           for k, d in (("state", STATE), ("action", ACTION_DIM))})
+    return policy.eval()
+
+
+def observation(policy: Policy) -> dict[str, torch.Tensor]:
+    obs = {}
+    for spec in policy.config.obs:
+        shape = (1, policy.config.n_obs_steps, *spec.shape)
+        obs[spec.key] = (torch.randint(0, 256, shape, dtype=torch.uint8) if spec.kind == "rgb" else torch.randn(shape))
+    return obs
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def record_backbone_calls(policy: Policy, obs: dict, steps: int | None) -> list[tuple]:
+    calls: list[tuple] = []
+    handle = policy.head.net.register_forward_hook(
+        lambda _m, args, _out: calls.append(tuple(a.detach().clone() if torch.is_tensor(a) else a for a in args)
+                                            + (args[0].requires_grad,)))
+    policy.predict_action(obs, steps=steps)
+    handle.remove()
+    return calls
+
+
+def replay(net: torch.nn.Module, calls: list[tuple]) -> None:
+    for x, t, cond, needs_grad in calls:
+        if needs_grad:
+            with torch.enable_grad():
+                x = x.requires_grad_(True)
+                torch.autograd.grad(net(x, t, cond).sum(), x)
+        else:
+            with torch.no_grad():
+                net(x, t, cond)
+
+
+def bench(repeats: int, settings: list[str]) -> list[dict]:
+    rows = []
+    for setting in settings:
+        for label, head, params, steps in HEAD_SETTINGS:
+            torch.manual_seed(0)
+            policy = policy_for(setting, head, params)
+            obs = observation(policy)
+            calls = record_backbone_calls(policy, obs, steps)
+            normed = {s.key: obs[s.key] if s.kind == "rgb" else policy.normalizer.normalize(s.key, obs[s.key])
+                      for s in policy.config.obs}
+            with torch.no_grad():
+                encoder_s = median_time(lambda: policy.encoder(normed), repeats)
+            backbone_s = median_time(lambda: replay(policy.head.net, calls), repeats)
+            e2e_s = median_time(lambda: policy.predict_action(obs, steps=steps), repeats)
+            bare = encoder_s + backbone_s
+            rows.append({"setting": setting, "head": label, "backbone_calls": len(calls),
+                         "end_to_end_ms": 1e3 * e2e_s, "bare_ms": 1e3 * bare, "encoder_ms": 1e3 * encoder_s,
+                         "overhead": e2e_s / bare - 1.0})
+            print(f"{setting:<12} {label:<14} calls={len(calls):>3}  e2e={1e3 * e2e_s:8.2f} ms  "
+                  f"bare={1e3 * bare:8.2f} ms  overhead={e2e_s / bare - 1:+6.1%}", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--settings", default=",".join(BACKBONES), help=f"subset of {list(BACKBONES)}")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default="bench_inference.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = bench(args.repeats, args.settings.split(","))
+    print(f"\n{'setting':<12} {'head':<14} {'calls':>5} {'end-to-end':>11} {'bare nets':>10} {'overhead':>9}")
+    for r in rows:
+        print(f"{r['setting']:<12} {r['head']:<14} {r['backbone_calls']:>5} {r['end_to_end_ms']:>9.2f}ms "
+              f"{r['bare_ms']:>8.2f}ms {r['overhead']:>+9.1%}")
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats}
+    with open(args.json, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
