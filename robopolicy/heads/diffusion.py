@@ -6,18 +6,21 @@ The RL hooks expose each reverse step as a Gaussian, N(posterior mean, std^2) wi
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDPMScheduler
 
 from robopolicy.heads import register_head
 from robopolicy.heads.base import Head, randn
 from robopolicy.nn.backbones import build_backbone
 from robopolicy.specs import ConfigError
+
+
+def _clamp_min(value, low: float):
+    return value.clamp(min=low) if torch.is_tensor(value) else max(value, low)
 
 
 @dataclass
@@ -53,10 +56,8 @@ class DiffusionHead(Head):
         super().__init__(*args, **kwargs)
         p = self.params
         self.net = build_backbone(self.backbone_cfg, self.action_dim, self.horizon, self.cond_dim)
-        common = dict(num_train_timesteps=p.num_train_timesteps, beta_schedule=p.beta_schedule,
-                      prediction_type=p.prediction_type, clip_sample=p.clip_sample)
-        self.train_scheduler = DDPMScheduler(**common)
-        self.inference_scheduler = (DDIMScheduler(**common) if p.sampler == "ddim" else DDPMScheduler(**common))
+        self.train_scheduler = DDPMScheduler(num_train_timesteps=p.num_train_timesteps, beta_schedule=p.beta_schedule,
+                                             prediction_type=p.prediction_type, clip_sample=p.clip_sample)
         self.register_buffer("alphas_cumprod", self.train_scheduler.alphas_cumprod.clone().float(), persistent=False)
 
     def loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -69,70 +70,76 @@ class DiffusionHead(Head):
 
     def sample(self, cond: torch.Tensor, steps: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        scheduler = copy.copy(self.inference_scheduler)  # set_timesteps mutates; keep calls independent
-        scheduler.set_timesteps(steps or self.params.inference_steps)
+        """Reverse process with the configured sampler (DDIM eta or DDPM posterior), no std floor.
+
+        The step arithmetic is diffusers' (tests compare against `DDIMScheduler.step`), but with
+        per-step coefficients precomputed as floats: diffusers' step costs about as much as a small MLP
+        forward, which would double low-dim inference latency.
+        """
+        steps = steps or self.params.inference_steps
+        ts, acp = self._schedule(steps)
         x = randn((cond.shape[0], *self.chunk_shape), generator, cond)
-        extra = {"eta": self.params.eta} if isinstance(scheduler, DDIMScheduler) else {}
-        for t in scheduler.timesteps:
-            out = self.net(x, t.to(cond.device), cond)
-            x = scheduler.step(out, t, x, generator=generator, **extra).prev_sample
+        for k in range(steps):
+            t = torch.full((cond.shape[0],), ts[k], device=cond.device, dtype=torch.long)
+            mean, std = self._reverse_step(x, self.net(x, t, cond), acp[k], acp[k + 1],
+                                           self.params.sampler, self.params.eta)
+            x = mean + std * randn(tuple(mean.shape), generator, mean) if std > 0 else mean
         return x
 
     # ---- RL hooks ---------------------------------------------------------------------------------------------
 
-    def _timesteps(self, steps: int, device: torch.device) -> torch.Tensor:
-        """Descending train timesteps of a `steps`-step chain, followed by -1 (the clean sample)."""
+    def _schedule(self, steps: int) -> tuple[list[int], list[float]]:
+        """Descending train timesteps of a `steps`-step chain ("leading" spacing, as diffusers) and the
+        cumulative alphas at each of them plus 1.0 for the clean end point."""
         ratio = self.params.num_train_timesteps // steps
-        ts = torch.arange(steps - 1, -1, -1, device=device) * ratio
-        return torch.cat([ts, torch.tensor([-1], device=device)])
+        ts = [k * ratio for k in range(steps - 1, -1, -1)]
+        acp = self.train_scheduler.alphas_cumprod
+        return ts, [float(acp[t]) for t in ts] + [1.0]
 
-    def _acp(self, t: torch.Tensor) -> torch.Tensor:
-        acp = self.alphas_cumprod.to(t.device)
-        return torch.where(t >= 0, acp[t.clamp(min=0)], torch.ones_like(acp[0]))
+    def _reverse_step(self, x: torch.Tensor, out: torch.Tensor, a_t, a_prev, sampler: str,
+                      eta: float) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """Gaussian (mean, std) of x_prev given x_t; a_t/a_prev are floats or broadcastable tensors."""
+        if self.params.prediction_type == "epsilon":
+            x0, eps = (x - (1 - a_t) ** 0.5 * out) / a_t ** 0.5, out
+        else:
+            x0, eps = out, (x - a_t ** 0.5 * out) / (1 - a_t) ** 0.5
+        if self.params.clip_sample:
+            x0 = x0.clamp(-1.0, 1.0)
+        if sampler == "ddpm":
+            beta = 1 - a_t / a_prev
+            mean = (a_prev ** 0.5 * beta * x0 + (a_t / a_prev) ** 0.5 * (1 - a_prev) * x) / (1 - a_t)
+            var = beta * (1 - a_prev) / (1 - a_t)
+        else:
+            var = eta ** 2 * (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
+            mean = a_prev ** 0.5 * x0 + _clamp_min(1 - a_prev - var, 0.0) ** 0.5 * eps
+        return mean, _clamp_min(var, 0.0) ** 0.5
 
     def initial_latent(self, batch: int, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return randn((batch, *self.chunk_shape), generator, cond)
 
-    def _split_prediction(self, x: torch.Tensor, out: torch.Tensor, a_t: torch.Tensor):
-        """(clipped x0, eps) from the network output, as diffusers' schedulers compute them."""
-        sa, s1a = a_t.sqrt(), (1 - a_t).sqrt()
-        if self.params.prediction_type == "epsilon":
-            x0, eps = (x - s1a * out) / sa, out
-        else:
-            x0, eps = out, (x - sa * out) / s1a
-        if self.params.clip_sample:
-            x0 = x0.clamp(-1.0, 1.0)
-        return x0, eps
-
     def transition(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor | int,
                    steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ts = self._timesteps(steps, x.device)
+        ts, acp = self._schedule(steps)
         k = torch.as_tensor(k, device=x.device).expand(x.shape[0])
-        t, t_prev = ts[k], ts[k + 1]
-        a_t = self._acp(t).view(-1, 1, 1)
-        a_prev = self._acp(t_prev).view(-1, 1, 1)
-        x0, eps = self._split_prediction(x, self.net(x, t, cond), a_t)
-        if self.params.chain_sampler == "ddpm":
-            beta = 1 - a_t / a_prev
-            mean = (a_prev.sqrt() * beta * x0 + (a_t / a_prev).sqrt() * (1 - a_prev) * x) / (1 - a_t)
-            var = beta * (1 - a_prev) / (1 - a_t)
-        else:
-            var = self.params.chain_eta ** 2 * (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
-            mean = a_prev.sqrt() * x0 + (1 - a_prev - var).clamp(min=0).sqrt() * eps
-        std = var.clamp(min=0).sqrt().clamp(min=self.params.min_std).expand_as(mean)
-        return mean, std
+        t = torch.tensor(ts, device=x.device)[k]
+        acp_table = torch.tensor(acp, device=x.device, dtype=x.dtype)
+        a_t, a_prev = acp_table[k].view(-1, 1, 1), acp_table[k + 1].view(-1, 1, 1)
+        mean, std = self._reverse_step(x, self.net(x, t, cond), a_t, a_prev, self.params.chain_sampler,
+                                       self.params.chain_eta)
+        return mean, std.clamp(min=self.params.min_std).expand_as(mean)
 
     def predict_clean(self, x_sigma: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Clean-action estimate for x = a + sigma * z (EDM convention), used as a distillation teacher.
 
         sigma is mapped to the nearest trained timestep, so teachers should be queried on `sigma_grid()`.
         """
-        acp_sigma = 1.0 / (1.0 + sigma.reshape(-1) ** 2)
-        t = (self.alphas_cumprod.to(x_sigma.device)[None, :] - acp_sigma[:, None]).abs().argmin(-1)
-        a_t = self._acp(t).view(-1, 1, 1)
+        acp = self.alphas_cumprod.to(x_sigma.device)
+        t = (acp[None, :] - 1.0 / (1.0 + sigma.reshape(-1, 1) ** 2)).abs().argmin(-1)
+        a_t = acp[t].view(-1, 1, 1)
         x = x_sigma * a_t.sqrt()
-        x0, _ = self._split_prediction(x, self.net(x, t, cond), a_t)
-        return x0
+        out = self.net(x, t, cond)
+        x0 = (x - (1 - a_t).sqrt() * out) / a_t.sqrt() if self.params.prediction_type == "epsilon" else out
+        return x0.clamp(-1.0, 1.0) if self.params.clip_sample else x0
 
     def sigma_grid(self) -> torch.Tensor:
         """Noise levels (ascending) at which this head was trained, in the EDM convention."""
