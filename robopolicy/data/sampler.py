@@ -13,13 +13,33 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, get_worker_info
 
 from robopolicy.data.errors import DataError
 from robopolicy.data.replay_buffer import ReplayBuffer
 from robopolicy.data.spec import describe
 
 DEFAULT_IMAGE_CACHE_BYTES = 8 << 30
+
+
+def _take(source: np.ndarray, rows: np.ndarray, shared: bool) -> torch.Tensor:
+    """source[rows] as a tensor. In a worker the result is allocated in shared memory up front: otherwise
+    torch copies it there when sending it to the main process, which caps image batches at ~5k windows/s."""
+    shape = (*rows.shape, *source.shape[1:])
+    dtype = torch.from_numpy(source[:0]).dtype
+    if shared:
+        nbytes = int(np.prod(shape)) * source.dtype.itemsize
+        out = torch.empty(0, dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes), 0, shape)
+    else:
+        out = torch.empty(shape, dtype=dtype)
+    flat_out, flat_rows = out.numpy().reshape(len(rows.reshape(-1)), -1), rows.reshape(-1)
+    flat_src = source.reshape(len(source), -1)
+    if flat_src.shape[1] * source.dtype.itemsize >= 1024:
+        for j, r in enumerate(flat_rows):  # row copies beat np.take/fancy indexing ~2x for image frames
+            flat_out[j] = flat_src[r]
+    else:
+        flat_out[...] = flat_src[flat_rows]
+    return out
 
 
 def split_episodes(n_episodes: int, split: str, val_ratio: float, seed: int) -> np.ndarray:
@@ -120,31 +140,36 @@ class SequenceDataset(Dataset):
         act = np.clip(t[:, None] + np.arange(self.horizon), start, last)
         return obs, act
 
-    def _batch(self, t: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def _batch(self, t: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Gather a batch of windows straight into (in DataLoader workers: shared-memory) tensors."""
         obs_idx, act_idx = self._indices(t)
+        shared = get_worker_info() is not None
         obs = {}
         for key in self.obs_keys:
             if key in self._lazy:
                 rows = self._lazy_index[obs_idx]
                 lo, hi = int(rows.min()), int(rows.max()) + 1
-                obs[key] = np.asarray(self._lazy[key][lo:hi])[rows - lo]
+                source, rows = np.asarray(self._lazy[key][lo:hi]), rows - lo
             else:
-                obs[key] = self._data[key][obs_idx]
-        action = self._data[self.action_key][act_idx].reshape(len(t), self.horizon, self.action_dim)
+                source, rows = self._data[key], obs_idx
+            obs[key] = _take(source, rows, shared)
+        action = _take(self._data[self.action_key], act_idx, shared).reshape(len(t), self.horizon, self.action_dim)
         return obs, action
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int | list[int] | np.ndarray) -> dict[str, Any]:
+        """One sample, or for a list of indices an already-batched sample (see `make_loader`)."""
+        if isinstance(i, (list, np.ndarray)):
+            obs, action = self._batch(np.asarray(i, dtype=np.int64))
+            return {"obs": obs, "action": action}
         if not -self._n <= i < self._n:
             raise IndexError(f"sample {i} out of range for {self._n} samples")
         obs, action = self._batch(np.asarray([i % self._n]))
-        return {"obs": {k: torch.from_numpy(v[0]) for k, v in obs.items()}, "action": torch.from_numpy(action[0])}
+        return {"obs": {k: v[0] for k, v in obs.items()}, "action": action[0]}
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        """Batched fetch used by DataLoader: one vectorised gather for the whole batch."""
+        """Batched fetch used by a plain DataLoader: one vectorised gather, then per-sample views to collate."""
         obs, action = self._batch(np.asarray(indices, dtype=np.int64))
-        obs_t = {k: torch.from_numpy(v) for k, v in obs.items()}
-        action_t = torch.from_numpy(action)
-        return [{"obs": {k: v[j] for k, v in obs_t.items()}, "action": action_t[j]} for j in range(len(indices))]
+        return [{"obs": {k: v[j] for k, v in obs.items()}, "action": action[j]} for j in range(len(indices))]
 
     def obs_spec(self) -> dict[str, dict[str, Any]]:
         return {k: {"shape": list(self._shapes[k]), "kind": self._kinds[k]} for k in self.obs_keys}
@@ -164,3 +189,22 @@ class SequenceDataset(Dataset):
                 "std": x.std(axis=0).astype(np.float32),
             }
         return out
+
+
+def make_loader(
+    dataset: SequenceDataset,
+    batch_size: int,
+    shuffle: bool = True,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    seed: int | None = None,
+    **kwargs: Any,
+) -> DataLoader:
+    """A DataLoader that fetches whole batches with one gather and skips per-sample collation (~2x faster).
+
+    Batches have the same structure as default-collated ones: {"obs": {key: (B, T, ...)}, "action": (B, H, A)}.
+    """
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    sampler = BatchSampler(base, batch_size=batch_size, drop_last=drop_last)
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers, **kwargs)
