@@ -39,8 +39,11 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _ppo(args: argparse.Namespace) -> int:
+    import torch
+
     from robopolicy.rl.ppo import PPOConfig, train
 
+    torch.set_num_threads(args.threads)  # 64-unit MLPs: extra threads only spin and contend with the envs
     levels = dict(level.split("=") for level in args.level)
     config = PPOConfig(task=args.task, total_steps=args.steps, n_envs=args.n_envs, seed=args.seed,
                        levels={k: float(v) for k, v in levels.items()})
@@ -80,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=1_000_000, help="environment steps (default 1e6)")
     p.add_argument("--n-envs", type=int, default=8, help="parallel environments (default 8)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for small MLPs)")
     p.add_argument("--level", action="append", default=[], metavar="NAME=RETURN",
                    help="save a snapshot when the return reaches RETURN, e.g. medium=1000 (repeatable)")
     p.add_argument("--out", default="runs/ppo", help="output directory (default runs/ppo)")
