@@ -9,7 +9,7 @@ import pytest
 import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny test models run fastest single-threaded
 
 
 def tiny_stats(low_dim: dict[str, int], action_dim: int) -> dict[str, dict[str, np.ndarray]]:
