@@ -27,9 +27,12 @@ _DICT_PREFIX = "action_dict."
 def detect(path: Path) -> bool:
     if not path.is_file() or not h5py.is_hdf5(path):
         return False
-    with h5py.File(path, "r") as f:
-        data = f.get("data")
-        return isinstance(data, h5py.Group) and any(k.startswith("demo_") for k in data)
+    try:
+        with h5py.File(path, "r") as f:
+            data = f.get("data")
+            return isinstance(data, h5py.Group) and any(k.startswith("demo_") for k in data)
+    except OSError:
+        return True  # an HDF5 signature but unreadable: let open() report the damage
 
 
 def _demo_index(path: Path, name: str) -> int:

@@ -1,0 +1,131 @@
+"""Bad input: a clear error naming file, key and expectation, exit code 2, and nothing left at the destination."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from robopolicy.data.atomic import DestinationExistsError, atomic_output
+from robopolicy.data.replay_buffer import ReplayBuffer
+from tests.data_tools import run_cli
+
+
+def _robomimic(path, **overrides):
+    """A two-demo robomimic file; `overrides` replace datasets of demo_1 (None deletes)."""
+    with h5py.File(path, "w") as f:
+        for k in (0, 1):
+            demo = {"actions": np.zeros((4, 2)), "obs/pos": np.zeros((4, 3))}
+            if k == 1:
+                demo.update(overrides)
+            for key, arr in demo.items():
+                if arr is not None:
+                    f.create_dataset(f"data/demo_{k}/{key}", data=arr)
+    return path
+
+
+def _fails(tmp_path, capsys, src, *expected, extra=()):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir(exist_ok=True)
+    assert run_cli("convert", str(src), str(out_dir / "dst.zarr"), "--no-progress", *extra) == 2
+    message = capsys.readouterr().out
+    for text in expected:
+        assert text in message, message
+    assert list(out_dir.iterdir()) == []  # no partial output, no temp files
+    return message
+
+
+def test_mismatched_lengths(tmp_path, capsys):
+    src = _robomimic(tmp_path / "a.hdf5", **{"obs/pos": np.zeros((5, 3))})
+    _fails(tmp_path, capsys, src, str(src), "data/demo_1/pos", "5 rows; expected 4")
+
+
+def test_nan_in_actions(tmp_path, capsys):
+    actions = np.zeros((4, 2))
+    actions[2, 1] = np.nan
+    src = _robomimic(tmp_path / "a.hdf5", actions=actions)
+    _fails(tmp_path, capsys, src, str(src), "data/demo_1/action", "NaN or inf at step 2")
+
+
+def test_empty_episode(tmp_path, capsys):
+    src = _robomimic(tmp_path / "a.hdf5", actions=np.zeros((0, 2)), **{"obs/pos": np.zeros((0, 3))})
+    _fails(tmp_path, capsys, src, "data/demo_1", "empty episode")
+
+
+def test_missing_key(tmp_path, capsys):
+    src = _robomimic(tmp_path / "a.hdf5", actions=None)
+    _fails(tmp_path, capsys, src, str(src), "data/demo_1/actions", "missing")
+    _fails(tmp_path, capsys, _robomimic(tmp_path / "b.hdf5"), "mask/nope", "missing", extra=("--filter-key", "nope"))
+
+
+def test_truncated_hdf5(tmp_path, capsys):
+    good = _robomimic(tmp_path / "good.hdf5")
+    bad = tmp_path / "bad.hdf5"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    _fails(tmp_path, capsys, bad, str(bad), "not a readable HDF5 file (truncated or corrupt?)")
+
+
+def test_corrupt_zarr_chunk(tmp_path, capsys):
+    rb = ReplayBuffer.create(tmp_path / "s.zarr")
+    rb.add_episode({"action": np.ones((3, 2), np.float32)})  # all-zero chunks are not stored at all
+    chunk = next(p for p in (tmp_path / "s.zarr" / "data" / "action").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(b"garbage")
+    _fails(tmp_path, capsys, tmp_path / "s.zarr", "data/action", "could not be read")
+
+
+def test_lerobot_missing_video_and_bad_info(tmp_path, capsys):
+    root = tmp_path / "lr"
+    (root / "meta").mkdir(parents=True)
+    (root / "meta" / "info.json").write_text("{not json")
+    _fails(tmp_path, capsys, root, "meta/info.json", "not valid JSON")
+    info = {"codebase_version": "v1.6", "fps": 10, "features": {}, "data_path": "x"}
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    _fails(tmp_path, capsys, root, "codebase_version", "expected one of")
+
+
+def test_unknown_format_and_missing_source(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("hello")
+    _fails(tmp_path, capsys, tmp_path / "notes.txt", "notes.txt", "unrecognised dataset format; expected one of: zarr, robomimic, lerobot, minari")
+    _fails(tmp_path, capsys, tmp_path / "nothing.hdf5", "nothing.hdf5", "no such file")
+    assert run_cli("convert", str(_robomimic(tmp_path / "a.hdf5")), str(tmp_path / "out" / "x.bin"), "--no-progress") == 2
+    assert "pass --to" in capsys.readouterr().out
+
+
+def test_existing_destination_needs_overwrite(tmp_path, capsys):
+    src = _robomimic(tmp_path / "a.hdf5")
+    dst = tmp_path / "dst.zarr"
+    dst.mkdir()
+    (dst / "keep.txt").write_text("old")
+    assert run_cli("convert", str(src), str(dst), "--no-progress") == 2
+    assert "destination exists; pass --overwrite" in capsys.readouterr().out
+    assert (dst / "keep.txt").read_text() == "old"
+    assert run_cli("convert", str(src), str(dst), "--no-progress", "--overwrite") == 0
+    assert ReplayBuffer.open(dst).n_episodes == 2 and not (dst / "keep.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.hdf5", "dst.zarr"]
+
+
+def test_failed_overwrite_keeps_the_old_output(tmp_path, capsys):
+    dst = tmp_path / "dst.zarr"
+    assert run_cli("convert", str(_robomimic(tmp_path / "a.hdf5")), str(dst), "--no-progress") == 0
+    bad = _robomimic(tmp_path / "bad.hdf5", actions=np.full((4, 2), np.inf))
+    assert run_cli("convert", str(bad), str(dst), "--no-progress", "--overwrite") == 2
+    assert ReplayBuffer.open(dst).n_episodes == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.hdf5", "bad.hdf5", "dst.zarr"]
+
+
+def test_atomic_output_is_generic(tmp_path):
+    dst = tmp_path / "ckpt.bin"
+    with atomic_output(dst) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.endswith("ckpt.bin")
+        tmp.write_bytes(b"v1")
+    with pytest.raises(DestinationExistsError):
+        with atomic_output(dst):
+            pass
+    with pytest.raises(RuntimeError):
+        with atomic_output(dst, overwrite=True) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("writer crashed")
+    assert dst.read_bytes() == b"v1" and [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]
+    shutil.rmtree(tmp_path)
