@@ -177,7 +177,8 @@ class SquareExpert(WaypointExpert):
             return goal, grasp_yaw, OPEN, self._at(obs, goal, 0.012) and abs(wrap(nut_yaw - eef_yaw, np.pi)) < 0.05
         if name == "descend":
             goal = handle + [0, 0, -0.005]
-            return goal, grasp_yaw, OPEN, self._at(obs, goal, 0.006)
+            # the OSC settles a few mm short when a finger brushes the nut: grasp anyway after a while
+            return goal, grasp_yaw, OPEN, self._at(obs, goal, 0.006) or self.phase_steps >= 25
         if name == "grasp":
             return handle + [0, 0, -0.005], None, CLOSED, self.phase_steps >= 12
         if name == "lift":
@@ -190,7 +191,7 @@ class SquareExpert(WaypointExpert):
         if name == "carry":
             goal = np.array([*(self.peg[:2] + offset), self.carry_height])
             err = np.linalg.norm(nut[:2] - self.peg[:2])
-            return goal, yaw, CLOSED, err < 0.004 and aligned
+            return goal, yaw, CLOSED, (err < 0.004 and aligned) or (self.phase_steps >= 80 and err < 0.008)
         if name == "lower":
             goal = np.array([*(self.peg[:2] + offset), eef[2] - 0.05])
             return goal, yaw, CLOSED, nut[2] < self.peg[2] + 0.02
