@@ -1,0 +1,187 @@
+"""Energy-based head: a scalar energy E_theta(action chunk, cond); actions are found by minimizing it.
+
+Two variants share the network (the chunk-shaped backbone read out to one scalar):
+- `ibc` (Implicit BC, Florence et al. 2021): InfoNCE that ranks the demonstrated chunk above uniform
+  counter-examples in [-1, 1]; inference by derivative-free optimization or Langevin dynamics. A learned energy
+  can have several minima, which is what lets it represent multimodal demonstrations.
+- `ebt` (energy-based transformer style, Gladstone et al. 2025): a few unrolled gradient-descent steps on E from
+  a random start are trained to land on the demonstration; inference repeats the descent and the final energy is
+  an uncertainty score. Pure regression of the end point is mean-seeking, so an optional InfoNCE term
+  (`contrastive_weight`) keeps the energy multimodal.
+The RL chain is Langevin-style: x_{k+1} ~ N(x_k - eta * grad_x E(x_k), max(noise_k, min_std)^2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robopolicy.heads import register_head
+from robopolicy.heads.base import Head, randn
+from robopolicy.nn.backbones import build_backbone
+from robopolicy.specs import ConfigError
+
+
+@dataclass
+class EnergyParams:
+    variant: Literal["ibc", "ebt"] = "ibc"
+    inference: Literal["dfo", "langevin", "descent"] = "langevin"
+    num_counter_examples: int = 32
+    dfo_samples: int = 256
+    dfo_iters: int = 3
+    dfo_noise: float = 0.33
+    dfo_shrink: float = 0.5
+    langevin_steps: int = 50
+    langevin_step_size: float = 0.03
+    langevin_noise_start: float = 0.1
+    langevin_noise_end: float = 0.01
+    descent_steps: int = 5
+    descent_step_size: float = 0.1
+    contrastive_weight: float = 0.0
+    min_std: float = 0.1
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("num_counter_examples", self.num_counter_examples >= 1, ">= 1"),
+            ("dfo_samples", self.dfo_samples >= 1, ">= 1"),
+            ("dfo_iters", self.dfo_iters >= 1, ">= 1"),
+            ("dfo_noise", self.dfo_noise >= 0, ">= 0"),
+            ("dfo_shrink", 0 < self.dfo_shrink <= 1, "in (0, 1]"),
+            ("langevin_steps", self.langevin_steps >= 1, ">= 1"),
+            ("langevin_step_size", self.langevin_step_size > 0, "> 0"),
+            ("langevin_noise_start", self.langevin_noise_start >= 0, ">= 0"),
+            ("langevin_noise_end", self.langevin_noise_end >= 0, ">= 0"),
+            ("descent_steps", self.descent_steps >= 1, ">= 1"),
+            ("descent_step_size", self.descent_step_size > 0, "> 0"),
+            ("contrastive_weight", self.contrastive_weight >= 0, ">= 0"),
+            ("min_std", self.min_std > 0, "> 0"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"head.params.{name}: expected {expected}, got {getattr(self, name)!r}")
+
+
+def uniform(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """Uniform samples in [-1, 1] (the normalized action box), reproducible from `generator`."""
+    device = generator.device if generator is not None else like.device
+    return (2 * torch.rand(shape, generator=generator, device=device, dtype=like.dtype) - 1).to(like.device)
+
+
+@register_head
+class EnergyHead(Head):
+    name = "energy"
+    Params = EnergyParams
+    params: EnergyParams
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.net = build_backbone(self.backbone_cfg, self.action_dim, self.horizon, self.cond_dim)
+        self.readout = nn.Linear(self.horizon * self.action_dim, 1)
+
+    def energy(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """E_theta(x, cond) per sample: (B, T, D), (B, C) -> (B,). Lower is more likely."""
+        t = torch.zeros(x.shape[0], device=x.device)
+        return self.readout(self.net(x, t, cond).flatten(1)).squeeze(-1)
+
+    def energy_grad(self, x: torch.Tensor, cond: torch.Tensor, create_graph: bool) -> torch.Tensor:
+        """grad_x E; works under no_grad callers. create_graph keeps the result differentiable w.r.t. theta."""
+        with torch.enable_grad():
+            x = x if x.requires_grad else x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.energy(x, cond).sum(), x, create_graph=create_graph)
+        return grad
+
+    # ---- training -------------------------------------------------------------------------------------------
+
+    def _info_nce(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of picking the demonstration among itself and uniform counter-examples by softmax(-E)."""
+        b, n = actions.shape[0], self.params.num_counter_examples
+        negatives = uniform((b, n, *self.chunk_shape), None, actions)
+        candidates = torch.cat([actions.unsqueeze(1), negatives], 1).flatten(0, 1)
+        logits = -self.energy(candidates, cond.repeat_interleave(n + 1, 0)).view(b, n + 1)
+        return F.cross_entropy(logits, torch.zeros(b, dtype=torch.long, device=actions.device))
+
+    def _descend(self, x: torch.Tensor, cond: torch.Tensor, steps: int, create_graph: bool) -> torch.Tensor:
+        for _ in range(steps):
+            x = x - self.params.descent_step_size * self.energy_grad(x, cond, create_graph)
+        return x
+
+    def loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        if p.variant == "ibc":
+            return self._info_nce(cond, actions)
+        start = uniform(tuple(actions.shape), None, actions)
+        final = self._descend(start, cond, p.descent_steps, create_graph=True)
+        loss = F.mse_loss(final, actions)
+        if p.contrastive_weight > 0:
+            loss = loss + p.contrastive_weight * self._info_nce(cond, actions)
+        return loss
+
+    # ---- inference ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _dfo(self, cond: torch.Tensor, iters: int, generator: torch.Generator | None) -> torch.Tensor:
+        """IBC's derivative-free optimizer: resample by softmax(-E), perturb with shrinking noise, return argmin."""
+        p = self.params
+        b, n = cond.shape[0], p.dfo_samples
+        cond_rep = cond.repeat_interleave(n, 0)
+        x = uniform((b, n, *self.chunk_shape), generator, cond)
+        noise = p.dfo_noise
+        for _ in range(iters):
+            probs = torch.softmax(-self.energy(x.flatten(0, 1), cond_rep).view(b, n), -1)
+            idx = torch.multinomial(probs, n, replacement=True, generator=generator)
+            x = torch.gather(x, 1, idx.view(b, n, 1, 1).expand_as(x))
+            x = (x + noise * randn(tuple(x.shape), generator, x)).clamp(-1, 1)
+            noise *= p.dfo_shrink
+        best = self.energy(x.flatten(0, 1), cond_rep).view(b, n).argmin(-1)
+        return x[torch.arange(b, device=x.device), best]
+
+    def sample(self, cond: torch.Tensor, steps: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """`steps` overrides dfo_iters, langevin_steps or descent_steps, whichever `inference` uses."""
+        p = self.params
+        if p.inference == "dfo":
+            return self._dfo(cond, steps or p.dfo_iters, generator)
+        x = uniform((cond.shape[0], *self.chunk_shape), generator, cond)
+        if p.inference == "descent":
+            return self._descend(x, cond, steps or p.descent_steps, create_graph=False).detach()
+        steps = steps or p.langevin_steps
+        for k in range(steps):
+            x = x - p.langevin_step_size * self.energy_grad(x, cond, create_graph=False)
+            x = (x + self._noise(k, steps) * randn(tuple(x.shape), generator, x)).clamp(-1, 1)
+        return x.detach()
+
+    def sample_with_energy(self, cond: torch.Tensor, steps: int | None = None,
+                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(actions, final energy (B,)); a high final energy flags an observation the model is unsure about."""
+        actions = self.sample(cond, steps, generator)
+        with torch.no_grad():
+            return actions, self.energy(actions, cond)
+
+    # ---- RL hooks ---------------------------------------------------------------------------------------------
+
+    def _noise(self, k: torch.Tensor | int, steps: int) -> torch.Tensor | float:
+        """Langevin noise at step k, annealed linearly from noise_start to noise_end; the EBT descent is noiseless."""
+        p = self.params
+        if p.variant == "ebt":
+            return 0.0
+        frac = k / max(steps - 1, 1)
+        return p.langevin_noise_start + (p.langevin_noise_end - p.langevin_noise_start) * frac
+
+    def default_chain_steps(self) -> int:
+        return self.params.langevin_steps if self.params.variant == "ibc" else self.params.descent_steps
+
+    def initial_latent(self, batch: int, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return uniform((batch, *self.chunk_shape), generator, cond)
+
+    def transition(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor | int,
+                   steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.params
+        eta = p.langevin_step_size if p.variant == "ibc" else p.descent_step_size
+        mean = x - eta * self.energy_grad(x, cond, create_graph=torch.is_grad_enabled())
+        k = torch.as_tensor(k, device=x.device, dtype=x.dtype).expand(x.shape[0])
+        std = torch.as_tensor(self._noise(k, steps), device=x.device, dtype=x.dtype).expand(x.shape[0])
+        return mean, std.clamp(min=p.min_std).view(-1, 1, 1).expand_as(mean)

@@ -1,0 +1,133 @@
+"""Energy head: IBC (InfoNCE; DFO / Langevin inference), EBT (unrolled descent, energy score), RL chain, bimodal toy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robopolicy.heads import build_head
+from robopolicy.specs import BackboneConfig, ConfigError
+
+HORIZON, ACTION_DIM, COND_DIM = 4, 2, 3
+SMALL = BackboneConfig(kind="mlp", hidden_dims=[32, 32], time_embed_dim=16)
+
+
+def make_head(backbone: BackboneConfig = SMALL, **params) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_head("energy", params, ACTION_DIM, HORIZON, COND_DIM, backbone)
+
+
+def bimodal_batch(batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same observation; the chunk is all +1 or all -1 (equal odds) plus 0.05 noise."""
+    sign = torch.where(torch.rand(batch, generator=gen) < 0.5, -1.0, 1.0).view(-1, 1, 1)
+    actions = sign * torch.ones(batch, HORIZON, ACTION_DIM) + 0.05 * torch.randn(batch, HORIZON, ACTION_DIM,
+                                                                                 generator=gen)
+    return torch.ones(batch, COND_DIM), actions
+
+
+@pytest.mark.parametrize("params", [dict(inference="dfo", dfo_samples=64), dict(inference="langevin"),
+                                    dict(variant="ebt", inference="descent")])
+def test_sample_shapes_range_and_reproducibility(params: dict) -> None:
+    head = make_head(**params)
+    cond = torch.randn(5, COND_DIM)
+    with torch.no_grad():  # Policy.predict_action calls sample under no_grad; grad_x E must still work
+        a = head.sample(cond, generator=torch.Generator().manual_seed(1))
+        b = head.sample(cond, generator=torch.Generator().manual_seed(1))
+        fewer = head.sample(cond, steps=1, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (5, HORIZON, ACTION_DIM) and not a.requires_grad
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, fewer)
+    if params.get("variant") != "ebt":
+        assert a.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("variant", ["ibc", "ebt"])
+def test_loss_is_finite_and_trains_all_parameters(variant: str) -> None:
+    head = make_head(variant=variant, num_counter_examples=8, contrastive_weight=0.5)
+    loss = head.loss(*bimodal_batch(6, torch.Generator().manual_seed(0)))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+
+
+def test_sample_with_energy_reports_the_final_energy() -> None:
+    head = make_head(variant="ebt", inference="descent")
+    cond = torch.randn(4, COND_DIM)
+    with torch.no_grad():
+        actions, energy = head.sample_with_energy(cond, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(energy, head.energy(actions, cond))
+    assert energy.shape == (4,)
+
+
+def test_ebt_energy_ranks_demonstrations_above_off_mode_chunks() -> None:
+    """After training, descent lowers the energy and a chunk between the modes scores as less certain."""
+    head = make_head(variant="ebt", inference="descent", contrastive_weight=1.0, num_counter_examples=8,
+                     descent_steps=3)
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        loss = head.loss(*bimodal_batch(32, gen))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    cond = torch.ones(200, COND_DIM)
+    start = torch.zeros(200, HORIZON, ACTION_DIM)
+    with torch.no_grad():
+        _, final_energy = head.sample_with_energy(cond, generator=torch.Generator().manual_seed(1))
+        between = head.energy(start, cond)
+    assert final_energy.mean() < between.mean()
+
+
+@pytest.mark.parametrize("variant", ["ibc", "ebt"])
+def test_chain_step_log_prob_matches_closed_form_gaussian(variant: str) -> None:
+    head = make_head(variant=variant, langevin_steps=4, langevin_noise_start=0.3, langevin_noise_end=0.05,
+                     descent_steps=3, min_std=0.1)
+    cond = torch.randn(6, COND_DIM)
+    chain = head.sample_chain(cond, generator=torch.Generator().manual_seed(2))
+    steps = chain.steps
+    assert steps == (4 if variant == "ibc" else 3)
+    eta = head.params.langevin_step_size if variant == "ibc" else head.params.descent_step_size
+    for k in range(steps):
+        x_k = chain.latents[:, k].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(head.energy(x_k, cond).sum(), x_k)
+        noise = 0.3 + (0.05 - 0.3) * k / (steps - 1) if variant == "ibc" else 0.0
+        normal = torch.distributions.Normal(x_k.detach() - eta * grad, max(noise, 0.1))
+        expected = normal.log_prob(chain.latents[:, k + 1]).flatten(1).sum(-1)
+        torch.testing.assert_close(chain.log_probs[:, k], expected, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(head.chain_log_prob(cond, chain), chain.log_probs, rtol=1e-4, atol=1e-3)
+    assert chain.latents[:, 0].abs().max() <= 1.0  # x_0 is uniform in the action box
+
+
+def test_chain_log_prob_gradient_reaches_parameters() -> None:
+    head = make_head(langevin_steps=3)
+    cond = torch.randn(4, COND_DIM)
+    chain = head.sample_chain(cond, generator=torch.Generator().manual_seed(3))
+    head.chain_log_prob(cond, chain).sum().backward()
+    # Output biases shift E by a constant and so cannot move grad_x E; every weight matrix must get a gradient.
+    weights = [p for name, p in head.named_parameters() if name.endswith("weight")]
+    assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in weights)
+
+
+@pytest.mark.parametrize("field,value", [("num_counter_examples", 0), ("dfo_shrink", 1.5),
+                                         ("langevin_step_size", 0.0), ("min_std", -1.0)])
+def test_invalid_params_name_the_field(field: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=f"head.params.{field}"):
+        make_head(**{field: value})
+
+
+def test_bimodal_toy_puts_samples_in_both_modes() -> None:
+    """IBC with default params (InfoNCE, Langevin inference) on the bimodal toy task."""
+    torch.manual_seed(0)
+    head = build_head("energy", {}, ACTION_DIM, HORIZON, COND_DIM, BackboneConfig(kind="mlp", hidden_dims=[128, 128]))
+    opt = torch.optim.Adam(head.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        loss = head.loss(*bimodal_batch(64, gen))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        samples = head.sample(torch.ones(1000, COND_DIM), generator=torch.Generator().manual_seed(1))
+    mean = samples.flatten(1).mean(-1)
+    plus, minus = (mean > 0.5).float().mean().item(), (mean < -0.5).float().mean().item()
+    assert 0.3 <= plus <= 0.7 and 0.3 <= minus <= 0.7 and 1 - plus - minus < 0.1, (plus, minus)
