@@ -138,14 +138,18 @@ class ConsistencyHead(Head):
         return sig[i], sig[i + 1]
 
     def _cd_grid(self, device: torch.device) -> torch.Tensor:
-        """Distillation grid: the teacher's own noise levels when it has them (it is queried where it was trained)."""
-        p = self.params
-        grid_fn = getattr(self.teacher, "sigma_grid", None)
-        if grid_fn is None:
-            return self.karras_sigmas(p.cd_scales, device)
-        inner = grid_fn().to(device).float()
-        inner = inner[(inner > p.sigma_min) & (inner < p.sigma_max)]
-        return torch.cat([inner.new_tensor([p.sigma_min]), inner, inner.new_tensor([p.sigma_max])])
+        """Karras grid of cd_scales levels, interior levels snapped onto the teacher's trained noise levels if known.
+
+        A coarse grid lets the boundary condition propagate up in few updates (the teacher's own 100-level grid
+        is too fine for a short run); snapping keeps the teacher queried where it was trained.
+        """
+        grid = self.karras_sigmas(self.params.cd_scales, device)
+        levels_fn = getattr(self.teacher, "sigma_grid", None)
+        if levels_fn is None:
+            return grid
+        levels = levels_fn().to(device).float().log()
+        inner = levels[(grid[1:-1, None].log() - levels[None]).abs().argmin(-1)].exp()
+        return torch.cat([grid[:1], inner.unique(), grid[-1:]])
 
     @torch.no_grad()
     def _teacher_step(self, x: torch.Tensor, s_hi: torch.Tensor, s_lo: torch.Tensor,
@@ -157,8 +161,11 @@ class ConsistencyHead(Head):
         d_hi = (x - teacher.predict_clean(x, s_hi, cond)) / hi
         x_lo = x + (lo - hi) * d_hi
         if self.params.cd_solver == "heun":
+            # Steps that end at sigma_min stay Euler (as in EDM's sampler): dividing by sigma_min would blow up
+            # any teacher error there, e.g. a diffusion teacher clipping its estimate to [-1, 1].
             d_lo = (x_lo - teacher.predict_clean(x_lo, s_lo, cond)) / lo
-            x_lo = x + (lo - hi) * 0.5 * (d_hi + d_lo)
+            heun = x + (lo - hi) * 0.5 * (d_hi + d_lo)
+            x_lo = torch.where(lo > self.params.sigma_min, heun, x_lo)
         return x_lo
 
     def loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
