@@ -105,6 +105,15 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
+def read_policy_config(path: str | Path) -> PolicyConfig:
+    """The validated PolicyConfig stored in a checkpoint directory."""
+    config = read_config(path)
+    try:
+        return from_dict(PolicyConfig, config["policy"], "policy")
+    except ConfigError as exc:
+        raise CheckpointError(f"{Path(path) / CONFIG_FILE}: {exc}") from exc
+
+
 def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise CheckpointError(f"{file}: not found")
@@ -119,12 +128,7 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu", use_ema: b
     from robopolicy.policy import Policy
 
     path = Path(path)
-    config = read_config(path)
-    try:
-        policy_config = from_dict(PolicyConfig, config["policy"], "policy")
-    except ConfigError as exc:
-        raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from exc
-    policy = Policy(policy_config)
+    policy = Policy(read_policy_config(path))
     tensors = _load_tensors(path / MODEL_FILE)
     state = {k: v for k, v in tensors.items() if not k.startswith(EMA_PREFIX)}
     if use_ema:

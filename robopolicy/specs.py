@@ -173,6 +173,7 @@ class TrainConfig:
     val_every: int = 500
     ckpt_every: int = 1000
     max_episodes: int | None = None
+    teacher: str | None = None  # checkpoint to distill from (consistency head, mode = "distillation")
     device: str = "auto"
     tensorboard: bool = True
     progress: bool = True

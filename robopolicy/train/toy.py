@@ -71,6 +71,6 @@ def toy_policy_config(head: str, horizon: int = 4, action_dim: int = 2, n_obs_st
         n_obs_steps=n_obs_steps,
         horizon=horizon,
         n_action_steps=horizon,
-        backbone=BackboneConfig(kind="mlp", hidden_dims=list(hidden_dims or [256, 256])),
+        backbone=BackboneConfig(kind="mlp", hidden_dims=list(hidden_dims or [256, 256, 256])),
         head=HeadConfig(name=head, params=dict(head_params or {})),
     )

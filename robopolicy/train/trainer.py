@@ -9,6 +9,7 @@ checkpoint (raw + EMA weights) plus the training state (see `robopolicy.train.st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -28,9 +29,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from robopolicy.checkpoint import CheckpointError, load_policy, load_train_state, save_checkpoint
+from robopolicy.checkpoint import (CheckpointError, load_policy, load_train_state, read_policy_config,
+                                  save_checkpoint)
+from robopolicy.distill import distill_policy
 from robopolicy.policy import Policy
-from robopolicy.specs import ConfigError, RunConfig, to_dict
+from robopolicy.specs import ConfigError, PolicyConfig, RunConfig, to_dict
 from robopolicy.train import distributed, state
 from robopolicy.train.data import StepBatchSampler, build_datasets, check_dataset, train_loader, val_loader
 from robopolicy.train.runlog import RunLog
@@ -96,8 +99,12 @@ class Trainer:
         check_dataset(self.train_set.obs_spec(), stats, run.policy)
 
         seed_everything(self.cfg.seed)  # identical initial weights on every rank
-        self.policy = Policy(run.policy)
-        self.policy.fit_normalizer(stats)
+        if self.cfg.teacher:
+            # the student inherits the teacher's normalizer and frozen encoder, so both heads see the same cond
+            self.policy = distill_policy(load_policy(self.cfg.teacher, device=device), run.policy.head.params)
+        else:
+            self.policy = Policy(run.policy)
+            self.policy.fit_normalizer(stats)
         self.policy.to(device).train()
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.scheduler = get_scheduler("cosine", self.optimizer, num_warmup_steps=self.cfg.warmup_steps,
@@ -263,6 +270,15 @@ class _Clock:
         return rate
 
 
+def student_config(run: RunConfig) -> PolicyConfig:
+    """The distillation student's config: the teacher's specs and networks with the recipe's consistency head."""
+    head = run.policy.head
+    if head.name != "consistency" or head.params.get("mode") != "distillation":
+        raise ConfigError(f"policy.head: train.teacher needs name = \"consistency\" and params.mode = "
+                          f"\"distillation\", got name = {head.name!r}, mode = {head.params.get('mode')!r}")
+    return dataclasses.replace(read_policy_config(run.train.teacher), head=head)
+
+
 def train(run: RunConfig, resume: bool | str = "auto", dataset: Dataset | None = None) -> TrainResult:
     """Train `run.policy` on `run.train.dataset` (or on `dataset`, then without a validation split).
 
@@ -270,6 +286,8 @@ def train(run: RunConfig, resume: bool | str = "auto", dataset: Dataset | None =
     (refusing an out_dir that already holds checkpoints); True requires `latest`; a path resumes from that
     checkpoint. Under torchrun, `train.batch_size` is the global batch, split evenly across processes.
     """
+    if run.train.teacher:
+        run = dataclasses.replace(run, policy=student_config(run))
     start_from = _checkpoint_to_resume(Path(run.train.out_dir) / "checkpoints", resume)
     info, device = distributed.setup(run.train.device)
     try:
