@@ -18,10 +18,10 @@ import torch
 
 from robopolicy.policy import Policy
 from robopolicy.specs import RunConfig, TrainConfig
-from robopolicy.train.toy import BimodalToyDataset, mode_coverage, toy_policy_config
+from robopolicy.train.toy import TOY_RECIPES, BimodalToyDataset, mode_coverage, toy_policy_config
 from robopolicy.train.trainer import train
 
-HEADS = ("diffusion", "flow", "consistency", "energy", "regression")
+HEADS = tuple(TOY_RECIPES)
 
 
 def measure_latency(policy: Policy, repeats: int = 30) -> float:
@@ -64,25 +64,28 @@ def plot(chunks: dict[str, torch.Tensor], path: Path) -> None:
     plt.close(fig)
 
 
-def run_demo(out: Path, heads: list[str], steps: int, samples: int, seed: int, progress: bool) -> list[dict]:
+def run_demo(out: Path, heads: list[str], steps: int | None, samples: int, seed: int, progress: bool) -> list[dict]:
+    """Train, sample and time each head; `steps` overrides the per-head step counts of TOY_RECIPES."""
     out.mkdir(parents=True, exist_ok=True)
     dataset = BimodalToyDataset(seed=seed)
     rows, chunks = [], {}
     for head in heads:
         run_dir = out / "runs" / head
         shutil.rmtree(run_dir, ignore_errors=True)
+        head_steps, params = TOY_RECIPES[head]
+        head_steps = steps or head_steps
         run = RunConfig(
-            policy=toy_policy_config(head),
-            train=TrainConfig(dataset="toy:bimodal", out_dir=str(run_dir), steps=steps, batch_size=256, lr=1e-3,
-                              warmup_steps=min(100, steps // 10), seed=seed, log_every=max(1, steps // 20),
-                              val_every=steps, ckpt_every=steps, tensorboard=False, progress=progress),
+            policy=toy_policy_config(head, head_params=params),
+            train=TrainConfig(dataset="toy:bimodal", out_dir=str(run_dir), steps=head_steps, batch_size=256, lr=1e-3,
+                              warmup_steps=head_steps // 10, seed=seed, log_every=max(1, head_steps // 20),
+                              val_every=head_steps, ckpt_every=head_steps, tensorboard=True, progress=progress),
         )
         start = time.perf_counter()
         result = train(run, resume="never", dataset=dataset)
         train_s = time.perf_counter() - start
         policy = Policy.load(result.checkpoints / "latest")
         chunks[head], coverage = evaluate(policy, samples, seed)
-        rows.append({"head": head, "steps": result.step, "loss": result.final_loss, "train_s": train_s,
+        rows.append({"head": head, "steps": result.step, "sample_steps": policy.head.default_chain_steps(), "loss": result.final_loss, "train_s": train_s,
                      **coverage, "latency_ms": 1e3 * measure_latency(policy),
                      "checkpoint": str(result.checkpoints / "latest")})
     (out / "results.json").write_text(json.dumps(rows, indent=2))
@@ -91,15 +94,16 @@ def run_demo(out: Path, heads: list[str], steps: int, samples: int, seed: int, p
 
 
 def format_table(rows: list[dict]) -> str:
-    header = f"{'head':<12} {'steps':>6} {'loss':>8} {'+1 mode':>8} {'-1 mode':>8} {'between':>8} {'latency':>9} {'train':>7}"
+    header = f"{'head':<12} {'steps':>6} {'sampling':>8} {'loss':>8} {'+1 mode':>8} {'-1 mode':>8} {'between':>8} {'latency':>9} {'train':>7}"
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['head']:<12} {r['steps']:>6} {r['loss']:>8.4f} {r['plus']:>8.1%} {r['minus']:>8.1%} "
+        lines.append(f"{r['head']:<12} {r['steps']:>6} {r['sample_steps']:>8} {r['loss']:>8.4f} {r['plus']:>8.1%} {r['minus']:>8.1%} "
                      f"{r['between']:>8.1%} {r['latency_ms']:>7.2f}ms {r['train_s']:>6.0f}s")
     return "\n".join(lines)
 
 
 def _main(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     unknown = sorted(set(heads) - set(HEADS))
     if unknown:
@@ -116,8 +120,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="robopolicy-demo", help="output folder (default: ./robopolicy-demo)")
     p.add_argument("--heads", default=",".join(HEADS), help=f"comma-separated heads (default: all of {','.join(HEADS)})")
-    p.add_argument("--steps", type=int, default=1500, help="training steps per head at batch 256 (default: 1500)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps per head at batch 256 (default: per head, 200-1500, see train/toy.py)")
     p.add_argument("--samples", type=int, default=1000, help="sampled chunks per head for the mode coverage")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: these tiny networks run fastest single-threaded)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_main)

@@ -13,18 +13,8 @@ import torch
 
 from robopolicy.policy import Policy
 from robopolicy.specs import HeadConfig, RunConfig, TrainConfig
-from robopolicy.train.toy import BimodalToyDataset, mode_coverage, toy_policy_config
+from robopolicy.train.toy import TOY_RECIPES, BimodalToyDataset, mode_coverage, toy_policy_config
 from robopolicy.train.trainer import train
-
-# head -> (training steps, head params); short runs that are still well inside the bounds for seed 0
-SETTINGS = {
-    "diffusion": (1500, {"sampler": "ddpm", "inference_steps": 100}),
-    "flow": (1500, {}),
-    "consistency": (1000, {}),
-    "energy": (200, {"num_counter_examples": 16}),
-    "regression": (300, {}),
-}
-
 
 def fit(head: str, steps: int, params: dict, out: Path, teacher: str | None = None) -> Policy:
     run = RunConfig(policy=toy_policy_config(head, head_params=params),
@@ -43,7 +33,7 @@ def coverage(policy: Policy) -> dict[str, float]:
 
 @pytest.mark.parametrize("head", ["diffusion", "flow", "consistency", "energy"])
 def test_generative_heads_cover_both_modes(head: str, tmp_path: Path) -> None:
-    steps, params = SETTINGS[head]
+    steps, params = TOY_RECIPES[head]
     cov = coverage(fit(head, steps, params, tmp_path))
     assert 0.3 <= cov["plus"] <= 0.7, cov
     assert 0.3 <= cov["minus"] <= 0.7, cov
@@ -51,13 +41,13 @@ def test_generative_heads_cover_both_modes(head: str, tmp_path: Path) -> None:
 
 
 def test_mse_regressor_lands_between_the_modes(tmp_path: Path) -> None:
-    steps, params = SETTINGS["regression"]
+    steps, params = TOY_RECIPES["regression"]
     cov = coverage(fit("regression", steps, params, tmp_path))
     assert cov["between"] > 0.9, cov
 
 
 def test_consistency_distillation_through_the_trainer(tmp_path: Path) -> None:
-    teacher = fit("flow", *SETTINGS["flow"], tmp_path / "teacher")
+    teacher = fit("flow", *TOY_RECIPES["flow"], tmp_path / "teacher")
     student = fit("consistency", 1000, {"mode": "distillation"}, tmp_path / "student",
                   teacher=str(tmp_path / "teacher" / "checkpoints" / "latest"))
     assert student.config.head == HeadConfig("consistency", {"mode": "distillation"})

@@ -62,6 +62,17 @@ def mode_coverage(actions: torch.Tensor) -> dict[str, float]:
     return {"plus": plus / n, "minus": minus / n, "between": (len(means) - plus - minus) / n}
 
 
+# head -> (training steps at batch 256, head params): short runs that keep every generative head's samples
+# in the two modes (tests/test_bimodal_acceptance.py asserts it); used by `robopolicy demo` too.
+TOY_RECIPES: dict[str, tuple[int, dict[str, Any]]] = {
+    "diffusion": (1500, {"sampler": "ddpm", "inference_steps": 100}),
+    "flow": (1500, {}),
+    "consistency": (1000, {}),
+    "energy": (200, {"num_counter_examples": 16}),
+    "regression": (300, {}),
+}
+
+
 def toy_policy_config(head: str, horizon: int = 4, action_dim: int = 2, n_obs_steps: int = 1,
                       hidden_dims: list[int] | None = None, head_params: dict[str, Any] | None = None) -> PolicyConfig:
     """A small MLP-backbone policy for the toy task; it learns both modes in a few hundred steps on a CPU."""
