@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from robopolicy.nn.backbones import build_backbone
 from robopolicy.specs import BackboneConfig, from_dict
 
 
@@ -61,7 +62,8 @@ class Head(nn.Module, ABC):
         super().__init__()
         self.params = from_dict(self.Params, params, "head.params")
         self.action_dim, self.horizon, self.cond_dim = action_dim, horizon, cond_dim
-        self.backbone_cfg = backbone
+        # every head's network has the same (chunk, time, cond) -> chunk signature
+        self.net = build_backbone(backbone, action_dim, horizon, cond_dim)
 
     @property
     def chunk_shape(self) -> tuple[int, int]:

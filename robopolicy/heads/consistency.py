@@ -18,7 +18,6 @@ import torch
 
 from robopolicy.heads import register_head
 from robopolicy.heads.base import Head, randn
-from robopolicy.nn.backbones import build_backbone
 from robopolicy.specs import ConfigError
 
 
@@ -73,7 +72,6 @@ class ConsistencyHead(Head):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.net = build_backbone(self.backbone_cfg, self.action_dim, self.horizon, self.cond_dim)
         # Training updates seen so far; drives the iCT curriculum and is saved so a resumed run continues it.
         self.register_buffer("ct_step", torch.zeros((), dtype=torch.long))
         self._teacher: list[Head] = []  # a plain list, so the teacher is neither a submodule nor checkpointed

@@ -15,7 +15,6 @@ from diffusers import DDPMScheduler
 
 from robopolicy.heads import register_head
 from robopolicy.heads.base import Head, randn
-from robopolicy.nn.backbones import build_backbone
 from robopolicy.specs import ConfigError
 
 
@@ -55,7 +54,6 @@ class DiffusionHead(Head):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         p = self.params
-        self.net = build_backbone(self.backbone_cfg, self.action_dim, self.horizon, self.cond_dim)
         self.train_scheduler = DDPMScheduler(num_train_timesteps=p.num_train_timesteps, beta_schedule=p.beta_schedule,
                                              prediction_type=p.prediction_type, clip_sample=p.clip_sample)
         self.register_buffer("alphas_cumprod", self.train_scheduler.alphas_cumprod.clone().float(), persistent=False)

@@ -22,7 +22,6 @@ from torch import nn
 
 from robopolicy.heads import register_head
 from robopolicy.heads.base import Head, randn
-from robopolicy.nn.backbones import build_backbone
 from robopolicy.specs import ConfigError
 
 
@@ -79,7 +78,6 @@ class EnergyHead(Head):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.net = build_backbone(self.backbone_cfg, self.action_dim, self.horizon, self.cond_dim)
         self.readout = nn.Linear(self.horizon * self.action_dim, 1)
 
     def energy(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,6 @@ import torch
 
 from robopolicy.heads import register_head
 from robopolicy.heads.base import Head, randn
-from robopolicy.nn.backbones import build_backbone
 from robopolicy.specs import ConfigError
 
 
@@ -41,10 +40,6 @@ class FlowHead(Head):
     name = "flow"
     Params = FlowParams
     params: FlowParams
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.net = build_backbone(self.backbone_cfg, self.action_dim, self.horizon, self.cond_dim)
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.net(x, t * self.params.time_scale, cond)

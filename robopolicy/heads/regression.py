@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from robopolicy.heads import register_head
 from robopolicy.heads.base import Head
-from robopolicy.nn.backbones import build_backbone
 from robopolicy.specs import ConfigError
 
 
@@ -31,10 +30,6 @@ class RegressionHead(Head):
     name = "regression"
     Params = RegressionParams
     params: RegressionParams
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.net = build_backbone(self.backbone_cfg, self.action_dim, self.horizon, self.cond_dim)
 
     def predict(self, cond: torch.Tensor) -> torch.Tensor:
         zeros = cond.new_zeros(cond.shape[0], *self.chunk_shape)
