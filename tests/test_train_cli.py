@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from robopolicy.cli import main
 from robopolicy.policy import Policy
@@ -16,14 +15,6 @@ from robopolicy.train.runlog import read_log
 TINY = ["--set", "train.steps=6", "--set", "train.batch_size=16", "--set", "train.ckpt_every=3",
         "--set", "train.log_every=1", "--set", "policy.backbone.hidden_dims=[32, 32]", "--set", "train.progress=false",
         "--set", "train.tensorboard=false"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_builtin_recipe_is_valid_and_builds_a_policy() -> None:
@@ -83,3 +74,12 @@ def test_recipe_file_errors_exit_2(tmp_path: Path, capsys) -> None:
 def test_missing_config_file_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["train", str(tmp_path / "absent.toml")]) == 2
     assert "absent.toml" in capsys.readouterr().err
+
+
+def test_task_recipe_resolves_with_the_task_specs_and_overrides() -> None:
+    from robopolicy.train.cli import load_config
+
+    run = load_config("task:lift", ["train.steps=7"])
+    assert run.train.steps == 7
+    assert [o.key for o in run.policy.obs][0] == "object" and run.policy.action.dim == 7
+    assert (run.policy.n_obs_steps, run.policy.horizon, run.policy.n_action_steps) == (2, 16, 8)

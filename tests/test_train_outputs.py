@@ -19,14 +19,6 @@ from robopolicy.train.runlog import COLUMNS, read_log
 LR, WARMUP, STEPS = 1e-3, 5, 30
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_config(out: Path, **train_settings) -> RunConfig:
     settings = dict(out_dir=str(out), steps=STEPS, batch_size=32, lr=LR, warmup_steps=WARMUP, log_every=1,
                     val_every=5, ckpt_every=10, progress=False, tensorboard=False)

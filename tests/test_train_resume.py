@@ -15,15 +15,6 @@ from robopolicy.train import train, toy_policy_config
 from robopolicy.train.runlog import read_log
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread, especially on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_config(out: Path, head: str = "diffusion", **train_settings) -> RunConfig:
     settings = dict(out_dir=str(out), steps=24, batch_size=32, lr=1e-3, warmup_steps=4, log_every=1, val_every=8,
                     ckpt_every=12, val_ratio=0.1, progress=False, tensorboard=False)

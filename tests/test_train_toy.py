@@ -11,14 +11,6 @@ from robopolicy.policy import Policy
 from robopolicy.train import BimodalToyDataset, mode_coverage, toy_policy_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_items_match_the_sequence_dataset_layout() -> None:
     data = BimodalToyDataset(size=100, horizon=6, action_dim=3, n_obs_steps=2, seed=0)
     item = data[7]
