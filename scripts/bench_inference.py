@@ -66,15 +66,18 @@ def observation(policy: Policy) -> dict[str, torch.Tensor]:
     return obs
 
 
-def median_time(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def paired_medians(fns: list[Callable[[], object]], repeats: int, warmup: int = 3) -> list[float]:
+    """Median seconds of each function, timed in alternation so that all of them see the same machine load."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, bucket in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def record_backbone_calls(policy: Policy, obs: dict, steps: int | None) -> list[tuple]:
@@ -109,9 +112,9 @@ def bench(repeats: int, settings: list[str]) -> list[dict]:
             normed = {s.key: obs[s.key] if s.kind == "rgb" else policy.normalizer.normalize(s.key, obs[s.key])
                       for s in policy.config.obs}
             with torch.no_grad():
-                encoder_s = median_time(lambda: policy.encoder(normed), repeats)
-            backbone_s = median_time(lambda: replay(policy.head.net, calls), repeats)
-            e2e_s = median_time(lambda: policy.predict_action(obs, steps=steps), repeats)
+                encoder_s, backbone_s, e2e_s = paired_medians(
+                    [lambda: policy.encoder(normed), lambda: replay(policy.head.net, calls),
+                     lambda: policy.predict_action(obs, steps=steps)], repeats)
             bare = encoder_s + backbone_s
             rows.append({"setting": setting, "head": label, "backbone_calls": len(calls),
                          "end_to_end_ms": 1e3 * e2e_s, "bare_ms": 1e3 * bare, "encoder_ms": 1e3 * encoder_s,
