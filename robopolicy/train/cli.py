@@ -7,19 +7,21 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from robopolicy.specs import ConfigError, load_run_config
+from robopolicy.specs import ConfigError, RunConfig, apply_overrides, from_dict, load_run_config
 from robopolicy.train.trainer import train
 
 RECIPES = resources.files("robopolicy.train") / "recipes"
+TASK_PREFIX = "task:"
 
 EPILOG = """\
-CONFIG is a TOML recipe with a [policy] and a [train] table, or the name of a built-in recipe
-({names}). Every field is documented in robopolicy/specs.py (PolicyConfig, TrainConfig); unknown
+CONFIG is a TOML recipe with a [policy] and a [train] table, the name of a built-in recipe
+({names}), or task:NAME for the default recipe of tasks/NAME.toml (its specs and horizons filled in). Every field is documented in robopolicy/specs.py (PolicyConfig, TrainConfig); unknown
 or mistyped fields are rejected with their name.
 
 examples:
   robopolicy train toy_bimodal --out runs/toy
   robopolicy train recipe.toml --set train.steps=5000 --set policy.head.name=flow
+  robopolicy train task:lift                          # tasks/lift.toml's [recipe]
   torchrun --nproc_per_node=4 -m robopolicy.cli train recipe.toml     # DDP; train.batch_size is global
 
 outputs in train.out_dir: checkpoints/{{step_000500,latest,best}}, log.csv, tb/ (tensorboard), config.json.
@@ -44,8 +46,21 @@ def resolve_config(name: str) -> Path:
     raise ConfigError(f"{name}: no such file, and not a built-in recipe (one of {recipe_names()})")
 
 
+def load_config(name: str, overrides: list[str]) -> RunConfig:
+    """A recipe file, a built-in recipe, or (``task:NAME``) a task file's default recipe, with overrides."""
+    if not name.startswith(TASK_PREFIX):
+        return load_run_config(resolve_config(name), overrides)
+    from robopolicy.sim.task import load_task  # the sim layer is only needed for task recipes
+
+    task_name = name[len(TASK_PREFIX):]
+    try:
+        return from_dict(RunConfig, apply_overrides(load_task(task_name).run_config_dict(), overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"task {task_name} [recipe]: {exc}") from exc
+
+
 def run(args: argparse.Namespace) -> int:
-    config = load_run_config(resolve_config(args.config), args.overrides)
+    config = load_config(args.config, args.overrides)
     if args.out:
         config.train.out_dir = args.out
     result = train(config, resume=args.resume)
@@ -64,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "checkpoints, exact resume, CSV and tensorboard logs.",
         epilog=EPILOG.format(names=", ".join(recipe_names()), example=example, text=example.read_text()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", metavar="CONFIG.toml", help="recipe path or built-in recipe name")
+    p.add_argument("config", metavar="CONFIG.toml", help="recipe path, built-in recipe name or task:NAME")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field with a TOML value, e.g. train.lr=3e-4 (repeatable)")
     p.add_argument("--resume", default="auto", metavar="auto|never|PATH",
