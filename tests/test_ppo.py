@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from robopolicy.rl.ppo import PPOConfig, PPOExpert, RunningNorm, load_agent, train
@@ -39,4 +40,6 @@ def test_short_training_saves_loadable_agent_and_collects(tmp_path):
     report = collect(recipe)
     rb = ReplayBuffer.open(tmp_path / "r.zarr")
     assert rb.n_episodes == 2 and rb.n_steps == 100 and "reward" in rb.keys
+    rewards = [rb.get_episode(i)["reward"].sum() for i in range(2)]
+    assert report["mean_return"] == pytest.approx(float(np.mean(rewards)), rel=1e-5)
     assert json.loads((tmp_path / "r.zarr.report.json").read_text())["kept"] == report["kept"] == 2

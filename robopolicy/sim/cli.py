@@ -27,14 +27,16 @@ def _tasks(args: argparse.Namespace) -> int:
 
 def _collect(args: argparse.Namespace) -> int:
     from robopolicy.sim.collect import collect, load_recipe
+    from robopolicy.sim.task import load_task
 
     recipe = load_recipe(args.recipe)
     if args.episodes is not None:
         recipe.n_episodes = args.episodes
     report = collect(recipe, args.output)
     print(json.dumps({k: v for k, v in report.items() if k != "recipe"}, indent=1))
-    print(f"expert success rate: {report['success_rate']:.1%} over {report['attempts']} attempts; "
-          f"kept {report['kept']} episodes in {report['output']}")
+    outcome = (f"expert success rate: {report['success_rate']:.1%}" if load_task(recipe.task).has_success
+               else f"expert mean return: {report['mean_return']:.1f}")  # locomotion has no success notion
+    print(f"{outcome} over {report['attempts']} attempts; kept {report['kept']} episodes in {report['output']}")
     return 0 if report["kept"] == recipe.n_episodes else 1
 
 

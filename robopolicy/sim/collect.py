@@ -86,13 +86,14 @@ def _rollout(env, expert, seed: int, keys: list[str]) -> tuple[dict[str, np.ndar
 def _episodes(recipe: Recipe, task: TaskSpec, env, keys: list[str], on_episode) -> dict[str, Any]:
     """Run the expert on consecutive train seeds until ``n_episodes`` are kept; return the tallies."""
     expert = _expert(recipe, task)
-    kept, attempts, successes = 0, 0, 0
+    kept, attempts, successes, returns = 0, 0, 0, []
     max_attempts = int(recipe.n_episodes * recipe.max_attempts_factor)
     bar = tqdm(total=recipe.n_episodes, desc=f"collect {recipe.name}", unit="ep")
     while kept < recipe.n_episodes and attempts < max_attempts:
         episode, success = _rollout(env, expert, recipe.seed_start + attempts, keys)
         attempts += 1
         successes += success
+        returns.append(float(episode["reward"].sum()))
         if success or not recipe.only_successful:
             on_episode(episode, success)
             kept += 1
@@ -100,7 +101,8 @@ def _episodes(recipe: Recipe, task: TaskSpec, env, keys: list[str], on_episode) 
         bar.set_postfix(success=f"{successes / attempts:.1%}")
     bar.close()
     return {"attempts": attempts, "successes": successes, "kept": kept,
-            "success_rate": successes / max(attempts, 1)}
+            "success_rate": successes / max(attempts, 1),
+            "mean_return": float(np.mean(returns)) if returns else None}  # D4RL datasets are graded by return
 
 
 def collect_zarr(recipe: Recipe, task: TaskSpec, out: Path) -> dict[str, Any]:
