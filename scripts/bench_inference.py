@@ -41,6 +41,7 @@ BACKBONES = {
     "lowdim-mlp": BackboneConfig(kind="mlp", hidden_dims=[256, 256, 256]),
     "lowdim-unet": BackboneConfig(kind="unet", down_dims=[64, 128, 256]),
     "rgb84-unet": BackboneConfig(kind="unet", down_dims=[64, 128, 256]),
+    "rgb84x1-unet": BackboneConfig(kind="unet", down_dims=[64, 128, 256]),  # one observation frame (To = 1)
 }
 
 
@@ -48,8 +49,9 @@ def policy_for(setting: str, head: str, params: dict) -> Policy:
     obs = [ObsSpec("state", (STATE,))]
     if setting.startswith("rgb"):
         obs.append(ObsSpec("agentview", (84, 84, 3), "rgb"))
-    cfg = PolicyConfig(obs=obs, action=ActionSpec(ACTION_DIM), n_obs_steps=2, horizon=HORIZON, n_action_steps=8,
-                       encoder=EncoderConfig(crop_shape=(76, 76)), backbone=BACKBONES[setting],
+    n_obs_steps = 1 if setting.startswith("rgb84x1") else 2
+    cfg = PolicyConfig(obs=obs, action=ActionSpec(ACTION_DIM), n_obs_steps=n_obs_steps, horizon=HORIZON,
+                       n_action_steps=8, encoder=EncoderConfig(crop_shape=(76, 76)), backbone=BACKBONES[setting],
                        head=HeadConfig(head, params))
     policy = Policy(cfg)
     ones = np.ones
