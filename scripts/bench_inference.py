@@ -130,7 +130,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--settings", default=",".join(BACKBONES), help=f"subset of {list(BACKBONES)}")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a 2-core machine two threads collapse under any other load)")
     parser.add_argument("--json", default="bench_inference.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
