@@ -89,15 +89,23 @@ class ConsistencyHead(Head):
 
     # ---- the consistency function ---------------------------------------------------------------------------
 
-    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """f_theta(x, sigma) = c_skip x + c_out F(c_in x, c_noise); sigma is (B,)."""
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
+        """f_theta(x, sigma) = c_skip x + c_out F(c_in x, c_noise); sigma is (B,), or one float for the batch.
+
+        The float form (used when sampling) keeps the coefficients in Python, which halves 1-step latency
+        for small networks.
+        """
         p = self.params
-        s = sigma.view(-1, 1, 1)
+        if isinstance(sigma, float):
+            s: torch.Tensor | float = sigma
+            c_noise = torch.full((x.shape[0],), p.time_scale * 0.25 * math.log(sigma), device=x.device)
+        else:
+            s = sigma.view(-1, 1, 1)
+            c_noise = p.time_scale * 0.25 * sigma.log()
         c_skip = p.sigma_data ** 2 / ((s - p.sigma_min) ** 2 + p.sigma_data ** 2)
-        c_out = p.sigma_data * (s - p.sigma_min) / (s ** 2 + p.sigma_data ** 2).sqrt()
-        c_in = 1.0 / (s ** 2 + p.sigma_data ** 2).sqrt()
-        out = self.net(c_in * x, p.time_scale * 0.25 * sigma.log(), cond)
-        return c_skip * x + c_out * out
+        c_out = p.sigma_data * (s - p.sigma_min) / (s ** 2 + p.sigma_data ** 2) ** 0.5
+        c_in = 1.0 / (s ** 2 + p.sigma_data ** 2) ** 0.5
+        return c_skip * x + c_out * self.net(c_in * x, c_noise, cond)
 
     def karras_sigmas(self, n: int, device: torch.device | None = None, top: float | None = None) -> torch.Tensor:
         """n noise levels from sigma_min to `top` (default sigma_max), ascending, uniform in sigma^(1/rho)."""
@@ -194,13 +202,12 @@ class ConsistencyHead(Head):
     def sample(self, cond: torch.Tensor, steps: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Multistep consistency sampling; steps=1 is a single network evaluation at sigma_max."""
-        sigmas = self.sampling_sigmas(steps or self.params.inference_steps, cond.device)
-        b = cond.shape[0]
-        x = sigmas[0] * randn((b, *self.chunk_shape), generator, cond)
+        sigmas = self.sampling_sigmas(steps or self.params.inference_steps).tolist()
+        x = sigmas[0] * randn((cond.shape[0], *self.chunk_shape), generator, cond)
         for k, sigma in enumerate(sigmas):
-            a = self.denoise(x, sigma.expand(b), cond)
+            a = self.denoise(x, sigma, cond)
             if k + 1 < len(sigmas):
-                noise_std = (sigmas[k + 1] ** 2 - self.params.sigma_min ** 2).sqrt()
+                noise_std = math.sqrt(sigmas[k + 1] ** 2 - self.params.sigma_min ** 2)
                 x = a + noise_std * randn(tuple(a.shape), generator, a)
         return a
 
