@@ -28,7 +28,7 @@ typical workflow:
   robopolicy demo                                   # train every head on a toy bimodal task (a few minutes, CPU)
   robopolicy convert demos.hdf5 demos.zarr          # robomimic / robosuite / LeRobot / Minari -> zarr
   robopolicy train recipe.toml --set train.steps=5000
-  robopolicy eval runs/bc/checkpoints/best --task lift_lowdim
+  robopolicy eval runs/bc/checkpoints/best --task lift
 """
 
 
