@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from robopolicy import __version__
+from robopolicy.errors import CheckpointError
 from robopolicy.specs import ConfigError, PolicyConfig, from_dict, to_dict
 
 FORMAT = "robopolicy-policy"
@@ -28,10 +29,6 @@ MODEL_FILE = "model.safetensors"
 TRAIN_TENSORS_FILE = "train_state.safetensors"
 TRAIN_JSON_FILE = "train_state.json"
 EMA_PREFIX = "ema."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt or of an unknown format; the message names the file and field."""
 
 
 def unique_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -7,13 +7,13 @@ import importlib
 import sys
 
 from robopolicy import __version__
-from robopolicy.checkpoint import CheckpointError
 from robopolicy.data.errors import DataError
+from robopolicy.errors import CheckpointError
 from robopolicy.specs import ConfigError
 
 # Each module exposes register(subparsers); its sub-commands set `func(args) -> exit code`.
 COMMAND_MODULES = (
-    "robopolicy.demo",
+    "robopolicy.demo_cli",
     "robopolicy.train.cli",
     "robopolicy.data.cli",
     "robopolicy.sim.cli",

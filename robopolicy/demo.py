@@ -1,13 +1,7 @@
-"""`robopolicy demo`: train every head on the built-in bimodal toy task and show what each one learned.
-
-The point it makes in a few CPU minutes: the generative heads (diffusion, flow, consistency, energy) keep
-both modes of a bimodal action distribution, while a plain regression head averages them into an action
-that no demonstrator ever took. Prints a table, writes `results.json` and `action_distributions.png`.
-"""
+"""The work behind `robopolicy demo` (see `demo_cli`): train each head on the toy task, sample, time, plot."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -100,31 +94,3 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"{r['head']:<12} {r['steps']:>6} {r['sample_steps']:>8} {r['loss']:>8.4f} {r['plus']:>8.1%} {r['minus']:>8.1%} "
                      f"{r['between']:>8.1%} {r['latency_ms']:>7.2f}ms {r['train_s']:>6.0f}s")
     return "\n".join(lines)
-
-
-def _main(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    heads = [h.strip() for h in args.heads.split(",") if h.strip()]
-    unknown = sorted(set(heads) - set(HEADS))
-    if unknown:
-        raise SystemExit(f"robopolicy demo: error: unknown head(s) {unknown}; choose from {list(HEADS)}")
-    rows = run_demo(Path(args.out), heads, args.steps, args.samples, args.seed, not args.quiet)
-    print(format_table(rows))
-    print(f"\nwrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'action_distributions.png'}")
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "demo", help="train every head on a toy bimodal task and compare (CPU, a few minutes)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="robopolicy-demo", help="output folder (default: ./robopolicy-demo)")
-    p.add_argument("--heads", default=",".join(HEADS), help=f"comma-separated heads (default: all of {','.join(HEADS)})")
-    p.add_argument("--steps", type=int, default=None,
-                   help="training steps per head at batch 256 (default: per head, 200-1500, see train/toy.py)")
-    p.add_argument("--samples", type=int, default=1000, help="sampled chunks per head for the mode coverage")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: these tiny networks run fastest single-threaded)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_main)

@@ -15,7 +15,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from robopolicy.specs import RunConfig, TrainConfig
-from robopolicy.train import distributed, train, toy_policy_config
+from robopolicy.train import distributed
+from robopolicy.train.toy import toy_policy_config
+from robopolicy.train.trainer import train
 from robopolicy.train.runlog import read_log
 
 STEPS = 8

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from robopolicy.checkpoint import CheckpointError
 from robopolicy.specs import ConfigError, RunConfig, TrainConfig
-from robopolicy.train import train, toy_policy_config
+from robopolicy.train.toy import toy_policy_config
+from robopolicy.train.trainer import train
 from robopolicy.train.runlog import read_log
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from robopolicy.policy import Policy
-from robopolicy.train import BimodalToyDataset, mode_coverage, toy_policy_config
+from robopolicy.train.toy import BimodalToyDataset, mode_coverage, toy_policy_config
 
 
 def test_items_match_the_sequence_dataset_layout() -> None:

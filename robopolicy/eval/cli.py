@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from robopolicy.eval.protocol import EvalConfig
-
 
 def _eval(args: argparse.Namespace) -> int:
+    from robopolicy.eval.protocol import EvalConfig  # torch and the simulators load only when evaluating
     from robopolicy.eval.run import evaluate_checkpoint
 
     config = EvalConfig(

@@ -1,6 +1,2 @@
-"""Behavior-cloning training: `train(run_config)`, the built-in bimodal toy task, and the `train` CLI command."""
-
-from robopolicy.train.toy import BimodalToyDataset, mode_coverage, toy_policy_config
-from robopolicy.train.trainer import TrainResult, train
-
-__all__ = ["BimodalToyDataset", "TrainResult", "mode_coverage", "toy_policy_config", "train"]
+"""Behavior-cloning training: `trainer.train(run_config)`, the built-in bimodal toy task (`toy`), and the
+`train` CLI command (`cli`). Submodules are imported explicitly so that the CLI starts without torch."""

@@ -8,7 +8,6 @@ from importlib import resources
 from pathlib import Path
 
 from robopolicy.specs import ConfigError, RunConfig, apply_overrides, from_dict, load_run_config
-from robopolicy.train.trainer import train
 
 RECIPES = resources.files("robopolicy.train") / "recipes"
 TASK_PREFIX = "task:"
@@ -63,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if args.out:
         config.train.out_dir = args.out
+    from robopolicy.train.trainer import train  # torch is imported only when a run starts
+
     result = train(config, resume=args.resume)
     if int(os.environ.get("RANK", 0)) == 0:
         best = "" if result.best_step is None else f"; best {result.best_metric:.4g} at step {result.best_step}"
