@@ -48,6 +48,11 @@ def test_every_step_is_a_window_with_edge_padding(store, image_cache_bytes):
             assert item["action"].dtype == torch.float32 and item["obs"]["pos"].dtype == torch.float32
             assert item["obs"]["cam"].dtype == torch.uint8 and item["obs"]["cam"].shape == (3, 4, 4, 3)
             i += 1
+    picks = np.random.default_rng(0).permutation(len(ds))[:16]  # a shuffled batch, repeated frames included
+    batch = ds[np.concatenate([picks, picks[:4]])]
+    for j, k in enumerate([*picks, *picks[:4]]):
+        torch.testing.assert_close(batch["obs"]["cam"][j], ds[int(k)]["obs"]["cam"])
+        torch.testing.assert_close(batch["action"][j], ds[int(k)]["action"])
 
 
 def test_split_is_seeded_disjoint_and_by_episode(store):

@@ -147,9 +147,10 @@ class SequenceDataset(Dataset):
         obs = {}
         for key in self.obs_keys:
             if key in self._lazy:
-                rows = self._lazy_index[obs_idx]
-                lo, hi = int(rows.min()), int(rows.max()) + 1
-                source, rows = np.asarray(self._lazy[key][lo:hi]), rows - lo
+                # Only the frames this batch needs: a shuffled batch spans the whole store, so a min..max slice would
+                # read nearly every frame.
+                needed, rows = np.unique(self._lazy_index[obs_idx], return_inverse=True)
+                source, rows = np.asarray(self._lazy[key].oindex[needed]), rows.reshape(obs_idx.shape)
             else:
                 source, rows = self._data[key], obs_idx
             obs[key] = _take(source, rows, shared)

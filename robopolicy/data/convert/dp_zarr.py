@@ -52,7 +52,8 @@ class ZarrSource(Source):
         return self._info
 
     def summary(self) -> Summary:
-        feats = {k: (tuple(self.rb.array(k).shape[1:]), str(self.rb.array(k).dtype)) for k in self.rb.keys}
+        arrays = {k: self.rb.array(k) for k in self.rb.keys}
+        feats = {k: (tuple(a.shape[1:]), str(a.dtype)) for k, a in arrays.items()}
         fmt = f"zarr v{self.rb.zarr_format}" + (" (zip)" if is_zip(self.path) else "")
         return Summary(str(self.path), fmt, self.rb.n_episodes, self.rb.n_steps, self._info.fps, feats)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from robopolicy.data.convert.base import Episode, Format, Source, SourceInfo, Summary
 from robopolicy.data.errors import DataError
+from robopolicy.data.replay_buffer import looks_like_rgb
 
 DEFAULT_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 VISUAL = ("video", "image")
@@ -334,7 +335,7 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
             n = len(episode[info.action_key])
             if not features:
                 for key, arr in episode.items():
-                    kind = "rgb" if arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[-1] in (1, 3, 4) else "low_dim"
+                    kind = "rgb" if looks_like_rgb(arr.shape[1:], arr.dtype) else "low_dim"
                     name = _lerobot_key(key, kind, info)
                     mapping[key] = name
                     dtype = ("video" if use_video else "image") if kind == "rgb" else str(arr.dtype)
