@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-import robopolicy.sim  # noqa: F401  (chooses MUJOCO_GL before mujoco is imported)
-from robopolicy.sim import GL_BACKEND, load_task, make_env, make_vector_env
+from robopolicy.sim import GL_BACKEND, load_task, make_env, make_vector_env  # chooses MUJOCO_GL before mujoco loads
 from robopolicy.sim.rendering import make_renderer, render
 
 

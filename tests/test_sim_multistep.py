@@ -69,8 +69,10 @@ def test_vector_env_of_chunked_envs(asynchronous):
     env = make_vector_env("push_puck", 2, asynchronous=asynchronous, n_obs_steps=2, n_action_steps=5)
     obs, _ = env.reset(seed=[1, 2])
     assert obs["state"].shape == (2, 2, 6)
+    np.testing.assert_array_equal(obs["state"][:, 0], obs["state"][:, 1])  # history padded with the first obs
+    assert not np.array_equal(obs["state"][0], obs["state"][1])  # each sub-env got its own seed
     obs2, reward, terminated, truncated, info = env.step(np.zeros((2, 5, 2), np.float32))
     np.testing.assert_array_equal(info["n_steps"], [5, 5])
     assert obs2["state"].shape == (2, 2, 6) and reward.shape == (2,)
-    np.testing.assert_array_equal(obs2["state"][:, 0], obs2["state"][:, 0])
+    assert not np.array_equal(obs2["state"][:, 0], obs2["state"][:, 1])  # oldest and newest of the chunk differ
     env.close()

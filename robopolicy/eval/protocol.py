@@ -79,9 +79,9 @@ class Episode:
     length: int
 
 
-def _policy_obs(policy: ChunkPolicy, obs: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    keys = [spec.key for spec in getattr(policy.config, "obs", [])] or list(obs)
-    return {k: torch.as_tensor(obs[k], device=device) for k in keys}
+def _policy_obs(obs: dict[str, np.ndarray], keys: list[str], device: torch.device) -> dict[str, torch.Tensor]:
+    """The policy's observation keys as tensors; every key when the policy names none."""
+    return {k: torch.as_tensor(obs[k], device=device) for k in keys or obs}
 
 
 def run_episodes(
@@ -91,6 +91,7 @@ def run_episodes(
     torch.manual_seed(policy_seed)
     device = torch.device(getattr(policy, "device", "cpu"))
     n_act = policy.config.n_action_steps
+    keys = [spec.key for spec in getattr(policy.config, "obs", [])]
     episodes: list[Episode] = []
     for start in range(0, len(env_seeds), env.num_envs):
         seeds = env_seeds[start:start + env.num_envs]
@@ -105,7 +106,7 @@ def run_episodes(
         while not done.all():
             t0 = time.perf_counter()
             with torch.no_grad():
-                chunk = policy.predict_action(_policy_obs(policy, obs, device))
+                chunk = policy.predict_action(_policy_obs(obs, keys, device))
             latencies.append(time.perf_counter() - t0)
             obs, reward, terminated, truncated, info = env.step(chunk[:, :n_act].detach().cpu().numpy())
             live = ~done

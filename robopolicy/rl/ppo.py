@@ -19,6 +19,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from robopolicy.data.atomic import atomic_output
+from robopolicy.nn.encoder import mlp
+
 OBS_KEY = "state"
 
 
@@ -65,12 +68,12 @@ class RunningNorm(nn.Module):
 
 
 def _mlp(n_in: int, n_out: int, hidden: int, out_std: float) -> nn.Sequential:
-    layers = [nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, n_out)]
-    for layer in layers:
+    net = mlp([n_in, hidden, hidden, n_out], nn.Tanh)
+    for layer in net:
         if isinstance(layer, nn.Linear):
-            nn.init.orthogonal_(layer.weight, np.sqrt(2) if layer is not layers[-1] else out_std)
+            nn.init.orthogonal_(layer.weight, np.sqrt(2) if layer is not net[-1] else out_std)
             nn.init.zeros_(layer.bias)
-    return nn.Sequential(*layers)
+    return net
 
 
 class Agent(nn.Module):
@@ -91,10 +94,11 @@ class Agent(nn.Module):
 
 
 def save_agent(agent: Agent, directory: Path, config: PPOConfig, extra: dict) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in agent.state_dict().items()}, directory / "model.safetensors")
     meta = {"ppo": asdict(config), "obs_dim": agent.norm.mean.shape[0], "act_dim": agent.log_std.shape[0], **extra}
-    (directory / "config.json").write_text(json.dumps(meta, indent=1))
+    with atomic_output(directory, overwrite=True) as tmp:
+        tmp.mkdir()
+        save_file({k: v.contiguous() for k, v in agent.state_dict().items()}, tmp / "model.safetensors")
+        (tmp / "config.json").write_text(json.dumps(meta, indent=1))
 
 
 def load_agent(directory: str | Path) -> tuple[Agent, dict]:

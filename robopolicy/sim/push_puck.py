@@ -67,10 +67,6 @@ class PushPuckEnv(gym.Env):
     def puck_pos(self) -> np.ndarray:
         return self.data.qpos[2:4].copy()
 
-    @property
-    def goal_pos(self) -> np.ndarray:
-        return self._goal.copy()
-
     def _distance(self) -> float:
         return float(np.linalg.norm(self.puck_pos - self._goal))
 

@@ -43,8 +43,6 @@ class ExpertPolicy:
             for expert in self.experts:
                 expert.reset(seed=int(torch.randint(0, 2**31 - 1, ()).item()))
             self._pending_reset = False
-        actions = [
-            expert.act({k: v[i, -1].cpu().numpy() for k, v in obs.items()})
-            for i, expert in enumerate(self.experts[:batch])
-        ]
+        latest = {k: v[:, -1].cpu().numpy() for k, v in obs.items()}
+        actions = [expert.act({k: v[i] for k, v in latest.items()}) for i, expert in enumerate(self.experts[:batch])]
         return torch.as_tensor(np.stack(actions), dtype=torch.float32)[:, None]
