@@ -1,15 +1,12 @@
 """Checkpoints: a directory of config.json + model.safetensors (+ train_state.* for resume). No pickle.
 
-Written to a temporary sibling directory and renamed into place, so a crash never leaves a half-written
+Written to a temporary sibling directory and renamed into place (`atomic_output`, shared with the converters), so a crash never leaves a half-written
 checkpoint. The format carries a version number; loaders reject what they cannot read with the file and field.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from robopolicy import __version__
+from robopolicy.data.atomic import atomic_output
 from robopolicy.errors import CheckpointError
 from robopolicy.specs import ConfigError, PolicyConfig, from_dict, to_dict
 
@@ -44,25 +42,14 @@ def unique_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def replace_dir_atomically(tmp: Path, dst: Path) -> None:
-    """Move a finished directory `tmp` to `dst`, replacing any previous `dst` without a window of absence."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(tmp, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dst)
-
-
 def save_checkpoint(path: str | Path, policy: torch.nn.Module, ema_state: Mapping[str, torch.Tensor] | None = None,
                     train_tensors: Mapping[str, torch.Tensor] | None = None,
                     train_json: Mapping[str, Any] | None = None, extra_config: Mapping[str, Any] | None = None) -> Path:
-    """Write a checkpoint directory atomically. `ema_state` maps parameter names to EMA weights."""
+    """Write a checkpoint directory atomically. `ema_state` maps parameter names to EMA weights;
+    `extra_config` adds top-level entries to config.json (the trainer records its settings there)."""
     dst = Path(path)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
-    try:
+    with atomic_output(dst, overwrite=True) as tmp:
+        tmp.mkdir()
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "robopolicy_version": __version__,
                   "policy": to_dict(policy.config), **(extra_config or {})}
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
@@ -75,10 +62,6 @@ def save_checkpoint(path: str | Path, policy: torch.nn.Module, ema_state: Mappin
                       str(tmp / TRAIN_TENSORS_FILE))
         if train_json is not None:
             (tmp / TRAIN_JSON_FILE).write_text(json.dumps(train_json, indent=2))
-        replace_dir_atomically(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from robopolicy.nn.backbones import build_backbone
-from robopolicy.specs import BackboneConfig, from_dict
+from robopolicy.specs import BackboneConfig, ConfigError, from_dict
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -29,10 +29,27 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
     return lp.flatten(1).sum(-1)
 
 
+def check_params(params: object, checks: list[tuple[str, bool, str]]) -> None:
+    """Raise a ConfigError naming the first failing `head.params.<field>`; used by every head's Params."""
+    for name, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"head.params.{name}: expected {expected}, got {getattr(params, name)!r}")
+
+
+def _draw(sample, shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """Random tensor on `like`'s device/dtype, drawn on the generator's device when one is given (reproducible)."""
+    device = generator.device if generator is not None else like.device
+    return sample(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+
+
 def randn(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
     """Standard normal noise on `like`'s device/dtype, drawn from `generator` when given (reproducible)."""
-    device = generator.device if generator is not None else like.device
-    return torch.randn(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+    return _draw(torch.randn, shape, generator, like)
+
+
+def uniform(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """Uniform samples in [-1, 1] (the normalized action box), reproducible from `generator`."""
+    return 2 * _draw(torch.rand, shape, generator, like) - 1
 
 
 @dataclass

@@ -17,8 +17,7 @@ from typing import Literal
 import torch
 
 from robopolicy.heads import register_head
-from robopolicy.heads.base import Head, randn
-from robopolicy.specs import ConfigError
+from robopolicy.heads.base import Head, check_params, randn
 
 
 @dataclass
@@ -59,9 +58,7 @@ class ConsistencyParams:
             ("cd_scales", self.cd_scales >= 2, ">= 2"),
             ("min_std", self.min_std > 0, "> 0"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"head.params.{name}: expected {expected}, got {getattr(self, name)!r}")
+        check_params(self, checks)
 
 
 @register_head

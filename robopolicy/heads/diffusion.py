@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
 from robopolicy.heads import register_head
-from robopolicy.heads.base import Head, randn
-from robopolicy.specs import ConfigError
+from robopolicy.heads.base import Head, check_params, randn
 
 
 def _clamp_min(value, low: float):
@@ -36,13 +35,12 @@ class DiffusionParams:
     min_std: float = 0.1
 
     def __post_init__(self) -> None:
-        if not 1 <= self.inference_steps <= self.num_train_timesteps:
-            raise ConfigError(f"head.params.inference_steps: expected 1..{self.num_train_timesteps}, "
-                              f"got {self.inference_steps}")
-        if self.chain_sampler == "ddim" and self.chain_eta <= 0:
-            raise ConfigError(f"head.params.chain_eta: expected > 0 for a stochastic DDIM chain, got {self.chain_eta}")
-        if self.min_std <= 0:
-            raise ConfigError(f"head.params.min_std: expected > 0, got {self.min_std}")
+        check_params(self, [
+            ("inference_steps", 1 <= self.inference_steps <= self.num_train_timesteps,
+             f"1..{self.num_train_timesteps}"),
+            ("chain_eta", self.chain_sampler != "ddim" or self.chain_eta > 0, "> 0 for a stochastic DDIM chain"),
+            ("min_std", self.min_std > 0, "> 0"),
+        ])
 
 
 @register_head

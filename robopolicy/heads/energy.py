@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robopolicy.heads import register_head
-from robopolicy.heads.base import Head, randn
-from robopolicy.specs import ConfigError
+from robopolicy.heads.base import Head, check_params, randn, uniform
 
 
 @dataclass
@@ -59,15 +58,7 @@ class EnergyParams:
             ("contrastive_weight", self.contrastive_weight >= 0, ">= 0"),
             ("min_std", self.min_std > 0, "> 0"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"head.params.{name}: expected {expected}, got {getattr(self, name)!r}")
-
-
-def uniform(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
-    """Uniform samples in [-1, 1] (the normalized action box), reproducible from `generator`."""
-    device = generator.device if generator is not None else like.device
-    return (2 * torch.rand(shape, generator=generator, device=device, dtype=like.dtype) - 1).to(like.device)
+        check_params(self, checks)
 
 
 @register_head

@@ -12,8 +12,7 @@ from typing import Literal
 import torch
 
 from robopolicy.heads import register_head
-from robopolicy.heads.base import Head, randn
-from robopolicy.specs import ConfigError
+from robopolicy.heads.base import Head, check_params, randn
 
 
 @dataclass
@@ -29,10 +28,8 @@ class FlowParams:
     min_std: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.inference_steps < 1:
-            raise ConfigError(f"head.params.inference_steps: expected >= 1, got {self.inference_steps}")
-        if self.min_std <= 0:
-            raise ConfigError(f"head.params.min_std: expected > 0, got {self.min_std}")
+        check_params(self, [("inference_steps", self.inference_steps >= 1, ">= 1"),
+                            ("min_std", self.min_std > 0, "> 0")])
 
 
 @register_head

@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from robopolicy.heads import register_head
-from robopolicy.heads.base import Head
-from robopolicy.specs import ConfigError
+from robopolicy.heads.base import Head, check_params
 
 
 @dataclass
@@ -21,8 +20,7 @@ class RegressionParams:
     min_std: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.min_std <= 0:
-            raise ConfigError(f"head.params.min_std: expected > 0, got {self.min_std}")
+        check_params(self, [("min_std", self.min_std > 0, "> 0")])
 
 
 @register_head
