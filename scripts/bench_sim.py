@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from robopolicy.sim import GL_BACKEND, load_task, make_env, make_vector_env  # chooses MUJOCO_GL before mujoco loads
+# importing robopolicy.sim chooses MUJOCO_GL before mujoco loads
+from robopolicy.sim import GL_BACKEND, load_task, make_env, make_vector_env
 from robopolicy.sim.rendering import make_renderer, render
 
 
