@@ -22,12 +22,13 @@ class SinusoidalEmbedding(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.dim = dim
+        half = dim // 2
+        # computed once: this runs inside every denoising step of sampling
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / (half - 1))
+        self.register_buffer("freqs", freqs.reshape(1, -1), persistent=False)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        half = self.dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / (half - 1))
-        args = t.float().reshape(-1, 1) * freqs.reshape(1, -1)
+        args = t.float().reshape(-1, 1) * self.freqs
         return torch.cat([args.sin(), args.cos()], dim=-1)
 
 
