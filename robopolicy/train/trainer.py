@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import random
+import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from robopolicy.checkpoint import (CheckpointError, load_policy, load_train_state, read_policy_config,
                                   save_checkpoint)
+from robopolicy.data.atomic import atomic_output
 from robopolicy.distill import distill_policy
 from robopolicy.policy import Policy
 from robopolicy.specs import ConfigError, PolicyConfig, RunConfig, to_dict
@@ -62,12 +63,6 @@ def seed_everything(*key: int) -> None:
     torch.manual_seed(int(a))
     np.random.seed(int(b))
     random.seed(int(a))
-
-
-def write_json_atomically(path: Path, data: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def _checkpoint_to_resume(ckpt_dir: Path, resume: bool | str) -> Path | None:
@@ -121,10 +116,15 @@ class Trainer:
         names = [name for name, _ in self.policy.named_parameters()]
         return dict(zip(names, self.ema.shadow_params))
 
-    def save(self, name: str) -> None:
+    def save(self, *names: str) -> None:
+        """Write the current state once, as checkpoint `names[0]`, and copy it to the other names."""
+        first = self.ckpt_dir / names[0]
         tensors, meta = state.pack(self.progress, self.optimizer, self.scheduler, self.ema, self.info.world_size)
-        save_checkpoint(self.ckpt_dir / name, self.policy, ema_state=self.ema_state(), train_tensors=tensors,
+        save_checkpoint(first, self.policy, ema_state=self.ema_state(), train_tensors=tensors,
                         train_json=meta, extra_config={"train": to_dict(self.cfg)})
+        for name in names[1:]:
+            with atomic_output(self.ckpt_dir / name, overwrite=True) as tmp:
+                shutil.copytree(first, tmp)
 
     def load(self, path: Path) -> None:
         """Restore weights, EMA, optimizer, schedule and progress from a checkpoint written by `save`."""
@@ -155,8 +155,11 @@ class Trainer:
 
     # ---- steps ----------------------------------------------------------------------------------------------
 
-    def update(self, model: torch.nn.Module, batch: dict, step: int) -> tuple[float, float, float]:
-        """One optimizer step; returns (loss of this rank's batch, grad norm before clipping, lr used)."""
+    def update(self, model: torch.nn.Module, batch: dict, step: int) -> tuple[float, torch.Tensor, float]:
+        """One optimizer step; returns (loss of this rank's batch, grad norm before clipping, lr used).
+
+        The grad norm stays a tensor: it is read on the host only for the rows that log it.
+        """
         seed_everything(self.cfg.seed, self.info.rank, step)
         lr = self.scheduler.get_last_lr()[0]
         loss = model(batch)
@@ -167,7 +170,7 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.step(self.policy.parameters())
-        return loss.item(), grad_norm.item(), lr
+        return loss.item(), grad_norm, lr
 
     @torch.no_grad()
     def val_loss(self) -> float:
@@ -183,19 +186,20 @@ class Trainer:
         self.policy.train()
         return total / count
 
-    def select_best(self) -> float | None:
-        """Write `best` when the selection metric (val loss, else mean train loss since last time) improves.
+    def select_best(self) -> tuple[float | None, bool]:
+        """Track the selection metric (val loss, else mean train loss since last time).
 
-        Returns the validation loss, or None without a validation split.
+        Returns (the validation loss or None without a validation split, whether the metric improved,
+        i.e. whether to write `best`).
         """
         p = self.progress
         val = self.val_loss() if self.val_set is not None else None
         metric = val if val is not None else p.eval_window.mean()
         p.eval_window.reset()
-        if metric is not None and (p.best_metric is None or metric < p.best_metric):
+        improved = metric is not None and (p.best_metric is None or metric < p.best_metric)
+        if improved:
             p.best_metric, p.best_step = metric, p.step
-            self.save(BEST)
-        return val
+        return val, improved
 
     # ---- the loop -------------------------------------------------------------------------------------------
 
@@ -231,24 +235,28 @@ class Trainer:
             self.ema.copy_to(self.policy.parameters())
         return TrainResult(self.policy.eval(), self.out_dir, p.step, p.last_loss, p.best_metric, p.best_step)
 
-    def bookkeep(self, grad_norm: float, lr: float) -> None:
+    def bookkeep(self, grad_norm: torch.Tensor, lr: float) -> None:
         """Rank 0 after each step: pick `best`, write a log row, write periodic and `latest` checkpoints."""
         cfg, p = self.cfg, self.progress
         step = p.step
         p.elapsed_s = self.clock.elapsed()
         evaluate = step % cfg.val_every == 0 or step == cfg.steps
-        val = self.select_best() if evaluate else None
+        val, improved = self.select_best() if evaluate else (None, False)
         if step % cfg.log_every == 0 or evaluate:
             loss = p.log_window.mean()
-            self.log.write({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "val_loss": val,
+            self.log.write({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm.item(), "val_loss": val,
                             "samples_per_s": self.clock.lap(step) * cfg.batch_size, "elapsed_s": p.elapsed_s})
             self.bar.set_postfix(loss=f"{loss:.4f}")
             p.last_loss = loss
             p.log_window.reset()
-        if step % cfg.ckpt_every == 0:
-            self.save(f"step_{step:06d}")
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            self.save(LATEST)
+        periodic = step % cfg.ckpt_every == 0
+        names = [BEST] if improved else []
+        if periodic:
+            names.append(f"step_{step:06d}")
+        if periodic or step == cfg.steps:
+            names.append(LATEST)
+        if names:
+            self.save(*names)
 
 
 class _Clock:
@@ -296,7 +304,8 @@ def train(run: RunConfig, resume: bool | str = "auto", dataset: Dataset | None =
             trainer.load(start_from)
         if info.is_main:
             trainer.out_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomically(trainer.out_dir / "config.json", to_dict(run))
+            with atomic_output(trainer.out_dir / "config.json", overwrite=True) as tmp:
+                tmp.write_text(json.dumps(to_dict(run), indent=2))
         result = trainer.fit()
         distributed.barrier(info)  # every rank returns only once rank 0 has written its last checkpoint
         return result
