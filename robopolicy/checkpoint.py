@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from robopolicy import __version__
-from robopolicy.data.atomic import atomic_output
+from robopolicy.atomic import atomic_output
 from robopolicy.errors import CheckpointError
 from robopolicy.specs import ConfigError, PolicyConfig, from_dict, to_dict
 

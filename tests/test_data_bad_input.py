@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from robopolicy.data.atomic import DestinationExistsError, atomic_output
+from robopolicy.atomic import DestinationExistsError, atomic_output
 from robopolicy.data.replay_buffer import ReplayBuffer
 from tests.data_tools import run_cli
 

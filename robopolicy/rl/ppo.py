@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from robopolicy.data.atomic import atomic_output
+from robopolicy.atomic import atomic_output
 from robopolicy.nn.encoder import mlp
 
 OBS_KEY = "state"

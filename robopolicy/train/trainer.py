@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from robopolicy.checkpoint import (CheckpointError, load_policy, load_train_state, read_policy_config,
                                   save_checkpoint)
-from robopolicy.data.atomic import atomic_output
+from robopolicy.atomic import atomic_output
 from robopolicy.distill import distill_policy
 from robopolicy.policy import Policy
 from robopolicy.specs import ConfigError, PolicyConfig, RunConfig, to_dict

@@ -7,7 +7,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from robopolicy.data.atomic import atomic_output
+from robopolicy.atomic import atomic_output
 from robopolicy.data.convert import dp_zarr, lerobot, minari, robomimic
 from robopolicy.data.convert.base import Episode, Format, Source, Summary, check_episode, features_of
 from robopolicy.data.errors import DataError

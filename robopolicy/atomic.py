@@ -1,6 +1,6 @@
 """Write-then-rename, so a failed or interrupted writer never leaves partial output at the destination.
 
-Generic on purpose: dataset converters use it, and so can checkpoint writers.
+Generic on purpose: dataset converters, checkpoint writers, the trainer and the PPO saver all use it.
 """
 from __future__ import annotations
 
