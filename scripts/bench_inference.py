@@ -5,9 +5,13 @@ End to end = `Policy.predict_action(obs)`: raw observation dict in (uint8 images
 unnormalized chunk out. Bare = the encoder forward plus a replay of exactly the backbone calls the head
 made (recorded with a forward hook; with the input-gradient backward where the head needed one, as the
 energy head does). Overhead = end_to_end / bare - 1: the cost of everything that is not the networks.
-Medians over many repeats after warm-up; both figures come from the same process, so ratios are stable.
+The energy head's network is its backbone plus the scalar read-out, so both are replayed.
+With --compile, `Policy.compile()` is timed too (one graph for the whole path; compile seconds reported) and
+its overhead is taken against the same eager bare figure: what a user saves over calling the networks by hand.
+For camera settings with two observation frames, the closed-loop `select_action` latencies are reported too.
+Medians over many repeats after warm-up; all figures come from the same process, so ratios are stable.
 
-usage: python scripts/bench_inference.py [--repeats 50] [--quick] [--json bench_inference.json]
+usage: python scripts/bench_inference.py [--repeats 50] [--settings lowdim-mlp,...] [--compile] [--json F]
 """
 
 from __future__ import annotations
@@ -92,7 +96,15 @@ def record_backbone_calls(policy: Policy, obs: dict, steps: int | None) -> list[
     return calls
 
 
-def replay(net: torch.nn.Module, calls: list[tuple]) -> None:
+def network(head: torch.nn.Module) -> Callable[..., torch.Tensor]:
+    """The head's whole network: the backbone, and for the energy head its scalar read-out too."""
+    readout = getattr(head, "readout", None)
+    if readout is None:
+        return head.net
+    return lambda x, t, cond: readout(head.net(x, t, cond).flatten(1))
+
+
+def replay(net: Callable[..., torch.Tensor], calls: list[tuple]) -> None:
     for x, t, cond, needs_grad in calls:
         if needs_grad:
             with torch.enable_grad():
@@ -103,26 +115,65 @@ def replay(net: torch.nn.Module, calls: list[tuple]) -> None:
                 net(x, t, cond)
 
 
-def bench(repeats: int, settings: list[str]) -> list[dict]:
+def bench(repeats: int, settings: list[str], heads: list[str], compile_too: bool) -> list[dict]:
     rows = []
     for setting in settings:
-        for label, head, params, steps in HEAD_SETTINGS:
+        for label, head, params, steps in (h for h in HEAD_SETTINGS if h[0] in heads):
             torch.manual_seed(0)
             policy = policy_for(setting, head, params)
             obs = observation(policy)
             calls = record_backbone_calls(policy, obs, steps)
             normed = {s.key: obs[s.key] if s.kind == "rgb" else policy.normalizer.normalize(s.key, obs[s.key])
                       for s in policy.config.obs}
+            timed = [lambda: policy.encoder(normed), lambda: replay(network(policy.head), calls),
+                     lambda: policy.predict_action(obs, steps=steps)]
+            row: dict = {"setting": setting, "head": label, "backbone_calls": len(calls)}
+            if compile_too:
+                compiled = policy_for(setting, head, params)
+                compiled.load_state_dict(policy.state_dict())
+                start = time.perf_counter()
+                compiled.compile().predict_action(obs, steps=steps)
+                row["compile_s"] = time.perf_counter() - start
+                timed.append(lambda: compiled.predict_action(obs, steps=steps))
             with torch.no_grad():
-                encoder_s, backbone_s, e2e_s = paired_medians(
-                    [lambda: policy.encoder(normed), lambda: replay(policy.head.net, calls),
-                     lambda: policy.predict_action(obs, steps=steps)], repeats)
+                encoder_s, backbone_s, e2e_s, *compiled_s = paired_medians(timed, repeats)
             bare = encoder_s + backbone_s
-            rows.append({"setting": setting, "head": label, "backbone_calls": len(calls),
-                         "end_to_end_ms": 1e3 * e2e_s, "bare_ms": 1e3 * bare, "encoder_ms": 1e3 * encoder_s,
-                         "overhead": e2e_s / bare - 1.0})
-            print(f"{setting:<12} {label:<14} calls={len(calls):>3}  e2e={1e3 * e2e_s:8.2f} ms  "
-                  f"bare={1e3 * bare:8.2f} ms  overhead={e2e_s / bare - 1:+6.1%}", flush=True)
+            row.update({"end_to_end_ms": 1e3 * e2e_s, "bare_ms": 1e3 * bare, "encoder_ms": 1e3 * encoder_s,
+                        "overhead": e2e_s / bare - 1.0})
+            line = (f"{setting:<12} {label:<14} calls={len(calls):>3}  e2e={1e3 * e2e_s:8.2f} ms  "
+                    f"bare={1e3 * bare:8.2f} ms  overhead={e2e_s / bare - 1:+6.1%}")
+            if compiled_s:
+                row.update({"compiled_ms": 1e3 * compiled_s[0], "compiled_overhead": compiled_s[0] / bare - 1.0})
+                line += f"  compiled={1e3 * compiled_s[0]:8.2f} ms ({compiled_s[0] / bare - 1:+6.1%})"
+            rows.append(row)
+            print(line, flush=True)
+    return rows
+
+
+def closed_loop(repeats: int, settings: list[str], heads: list[str]) -> list[dict]:
+    """`select_action` latencies per control step for settings with an observation history (n_obs_steps > 1).
+
+    The replanning step encodes only its own frame (the previous one was encoded when it arrived), so its
+    latency is one image encoding plus sampling; the step before it pays the other encoding.
+    """
+    rows = []
+    for setting in (s for s in settings if s.startswith("rgb84-")):
+        for label, head, params, steps in (h for h in HEAD_SETTINGS if h[0] in heads and h[3] in (None, 1)):
+            torch.manual_seed(0)
+            policy = policy_for(setting, head, params)
+            frame = {k: v[:, 0] for k, v in observation(policy).items()}
+            per_step: list[list[float]] = [[] for _ in range(policy.config.n_action_steps)]
+            for cycle in range(repeats + 1):
+                for bucket in per_step:
+                    start = time.perf_counter()
+                    policy.select_action(frame)
+                    if cycle:  # the first cycle is warm-up and starts the episode
+                        bucket.append(time.perf_counter() - start)
+            ms = [1e3 * statistics.median(b) for b in per_step]
+            rows.append({"setting": setting, "head": label, "replan_ms": ms[0], "pre_replan_ms": ms[-1],
+                         "other_steps_ms": max(ms[1:-1])})
+            print(f"{setting:<12} {label:<14} select_action: replan {ms[0]:.2f} ms, step before it {ms[-1]:.2f} ms, "
+                  f"other steps <= {max(ms[1:-1]):.2f} ms", flush=True)
     return rows
 
 
@@ -130,19 +181,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--settings", default=",".join(BACKBONES), help=f"subset of {list(BACKBONES)}")
+    parser.add_argument("--heads", default=",".join(h[0] for h in HEAD_SETTINGS),
+                        help=f"subset of {[h[0] for h in HEAD_SETTINGS]}")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a 2-core machine two threads collapse under any other load)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time Policy.compile() (needs a C++ compiler; seconds to a minute per row)")
     parser.add_argument("--json", default="bench_inference.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = bench(args.repeats, args.settings.split(","))
-    print(f"\n{'setting':<12} {'head':<14} {'calls':>5} {'end-to-end':>11} {'bare nets':>10} {'overhead':>9}")
+    settings, heads = args.settings.split(","), args.heads.split(",")
+    rows = bench(args.repeats, settings, heads, args.compile)
+    loop_rows = closed_loop(args.repeats, settings, heads)
+    header = f"\n{'setting':<12} {'head':<14} {'calls':>5} {'end-to-end':>11} {'bare nets':>10} {'overhead':>9}"
+    print(header + (f" {'compiled':>10} {'overhead':>9} {'compile':>8}" if args.compile else ""))
     for r in rows:
-        print(f"{r['setting']:<12} {r['head']:<14} {r['backbone_calls']:>5} {r['end_to_end_ms']:>9.2f}ms "
-              f"{r['bare_ms']:>8.2f}ms {r['overhead']:>+9.1%}")
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats}
+        line = (f"{r['setting']:<12} {r['head']:<14} {r['backbone_calls']:>5} {r['end_to_end_ms']:>9.2f}ms "
+                f"{r['bare_ms']:>8.2f}ms {r['overhead']:>+9.1%}")
+        if "compiled_ms" in r:
+            line += f" {r['compiled_ms']:>8.2f}ms {r['compiled_overhead']:>+9.1%} {r['compile_s']:>7.1f}s"
+        print(line)
+    for r in loop_rows:
+        print(f"{r['setting']:<12} {r['head']:<14} closed loop: replanning step {r['replan_ms']:.2f} ms "
+              f"(step before it {r['pre_replan_ms']:.2f} ms, other steps <= {r['other_steps_ms']:.2f} ms)")
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats,
+            "compile": args.compile}
     with open(args.json, "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+        json.dump({"meta": meta, "rows": rows, "closed_loop": loop_rows}, f, indent=2)
     print(f"\nwrote {args.json}")
 
 

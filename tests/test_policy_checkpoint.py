@@ -112,19 +112,34 @@ def test_normalization_is_inside_the_policy() -> None:
 
 def test_select_action_replans_every_n_action_steps() -> None:
     policy = make_policy(rgb=False).eval()
-    calls = []
-    original = policy.predict_action
-    policy.predict_action = lambda obs, **kw: calls.append(obs) or original(obs, **kw)  # type: ignore[method-assign]
+    plans = []
+    original = policy.act
+    policy.act = lambda cond, **kw: plans.append(cond) or original(cond, **kw)  # type: ignore[method-assign]
     policy.reset()
-    for _ in range(9):
-        action = policy.select_action({"state": torch.randn(3, 3)})
+    frames = [torch.randn(3, 3) for _ in range(9)]
+    for frame in frames:
+        action = policy.select_action({"state": frame})
         assert action.shape == (3, 2)
-    assert len(calls) == 3  # steps 0, 4, 8
-    # history at episode start repeats the first observation
-    first = calls[0]["state"]
-    torch.testing.assert_close(first[:, 0], first[:, 1])
+    assert len(plans) == 3  # steps 0, 4, 8
+    # each plan conditions on exactly what predict_action would see for the same history
+    # (at episode start the first observation is repeated)
+    for cond, history in zip(plans, [[0, 0], [3, 4], [7, 8]]):
+        expected = policy.encode({"state": torch.stack([frames[i] for i in history], 1)})
+        torch.testing.assert_close(cond, expected)
     policy.reset()
-    assert not policy._action_queue and not policy._obs_history
+    assert not policy._action_queue and not policy._frame_features
+
+
+def test_select_action_encodes_each_frame_once_and_only_when_used() -> None:
+    """With 2 observation frames and 4 executed actions, a plan needs the frame before it and its own."""
+    policy = make_policy().eval()
+    encoded = []
+    original = policy.encode_frames
+    policy.encode_frames = lambda obs: encoded.append(1) or original(obs)  # type: ignore[method-assign]
+    batch = obs_batch(3)
+    for step in range(9):
+        policy.select_action({k: v[:, 0] for k, v in batch.items()})
+    assert len(encoded) == 5  # steps 0, 3, 4, 7, 8: one image encoding per frame, none for frames never used
 
 
 def test_tiny_camera_images_are_rejected() -> None:

@@ -29,6 +29,16 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
     return lp.flatten(1).sum(-1)
 
 
+def axpby(a: torch.Tensor | float, x: torch.Tensor, b: torch.Tensor | float, y: torch.Tensor) -> torch.Tensor:
+    """a * x + b * y in two kernels; a and b are floats or broadcastable tensors.
+
+    Sampling loops are chains of such updates; on small networks each extra element-wise kernel costs
+    several percent of a network forward, so the step arithmetic is written with as few as possible.
+    """
+    ax = x * a
+    return torch.add(ax, y, alpha=b) if isinstance(b, float) else torch.addcmul(ax, y, b)
+
+
 def check_params(params: object, checks: list[tuple[str, bool, str]]) -> None:
     """Raise a ConfigError naming the first failing `head.params.<field>`; used by every head's Params."""
     for name, ok, expected in checks:
@@ -39,7 +49,8 @@ def check_params(params: object, checks: list[tuple[str, bool, str]]) -> None:
 def _draw(sample, shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
     """Random tensor on `like`'s device/dtype, drawn on the generator's device when one is given (reproducible)."""
     device = generator.device if generator is not None else like.device
-    return sample(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+    drawn = sample(shape, generator=generator, device=device, dtype=like.dtype)
+    return drawn if device == like.device else drawn.to(like.device)
 
 
 def randn(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
@@ -90,10 +101,30 @@ class Head(nn.Module, ABC):
     def loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Scalar training loss for normalized action chunks given conditioning vectors."""
 
-    @abstractmethod
+    # ---- inference: all randomness is drawn up front, the rest is a pure function (compilable) ---------------
+
+    def resolve_steps(self, steps: int | None) -> int:
+        """The number of inference steps `sample` uses when given `steps` (None: the configured default)."""
+        return steps or self.default_chain_steps()
+
+    def noise_shape(self, batch: int, steps: int) -> tuple[int, ...]:
+        """Shape (B, slots, T, D) of the standard-normal noise one `sample` call consumes."""
+        return (batch, 1, *self.chunk_shape)
+
+    def sample_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
+        """Deterministic sampling given all its noise; `Policy.compile` compiles this whole loop into one graph."""
+        raise NotImplementedError(f"the {self.name} head draws its noise while sampling; use sample()")
+
+    @property
+    def samples_from_noise(self) -> bool:
+        """False for heads that override `sample` instead (they draw noise as they go)."""
+        return type(self).sample_from_noise is not Head.sample_from_noise
+
     def sample(self, cond: torch.Tensor, steps: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Normalized action chunks (B, T, D); `steps` overrides the configured number of inference steps."""
+        steps = self.resolve_steps(steps)
+        return self.sample_from_noise(cond, randn(self.noise_shape(cond.shape[0], steps), generator, cond), steps)
 
     # ---- RL hooks: stochastic chain with Gaussian transitions -------------------------------------------------
 

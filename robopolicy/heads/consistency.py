@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from robopolicy.heads import register_head
-from robopolicy.heads.base import Head, check_params, randn
+from robopolicy.heads.base import Head, axpby, check_params, randn
 
 
 @dataclass
@@ -72,6 +72,7 @@ class ConsistencyHead(Head):
         # Training updates seen so far; drives the iCT curriculum and is saved so a resumed run continues it.
         self.register_buffer("ct_step", torch.zeros((), dtype=torch.long))
         self._teacher: list[Head] = []  # a plain list, so the teacher is neither a submodule nor checkpointed
+        self._sigma_lists: dict[int, list[float]] = {}
 
     def set_teacher(self, teacher: Head) -> None:
         """Attach (and freeze) a trained head with `predict_clean(x_sigma, sigma, cond)` for distillation."""
@@ -93,16 +94,17 @@ class ConsistencyHead(Head):
         for small networks.
         """
         p = self.params
+        c_noise: torch.Tensor | float
         if isinstance(sigma, float):
             s: torch.Tensor | float = sigma
-            c_noise = torch.full((x.shape[0],), p.time_scale * 0.25 * math.log(sigma), device=x.device)
+            c_noise = p.time_scale * 0.25 * math.log(sigma)
         else:
             s = sigma.view(-1, 1, 1)
             c_noise = p.time_scale * 0.25 * sigma.log()
         c_skip = p.sigma_data ** 2 / ((s - p.sigma_min) ** 2 + p.sigma_data ** 2)
         c_out = p.sigma_data * (s - p.sigma_min) / (s ** 2 + p.sigma_data ** 2) ** 0.5
         c_in = 1.0 / (s ** 2 + p.sigma_data ** 2) ** 0.5
-        return c_skip * x + c_out * self.net(c_in * x, c_noise, cond)
+        return axpby(c_skip, x, c_out, self.net(c_in * x, c_noise, cond))
 
     def karras_sigmas(self, n: int, device: torch.device | None = None, top: float | None = None) -> torch.Tensor:
         """n noise levels from sigma_min to `top` (default sigma_max), ascending, uniform in sigma^(1/rho)."""
@@ -196,16 +198,20 @@ class ConsistencyHead(Head):
 
     # ---- inference ------------------------------------------------------------------------------------------
 
-    def sample(self, cond: torch.Tensor, steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def noise_shape(self, batch: int, steps: int) -> tuple[int, ...]:
+        """The start at sigma_max plus one restart per later step."""
+        return (batch, steps, *self.chunk_shape)
+
+    def sample_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
         """Multistep consistency sampling; steps=1 is a single network evaluation at sigma_max."""
-        sigmas = self.sampling_sigmas(steps or self.params.inference_steps).tolist()
-        x = sigmas[0] * randn((cond.shape[0], *self.chunk_shape), generator, cond)
+        if steps not in self._sigma_lists:  # cached: building the grid costs more than a small network forward
+            self._sigma_lists[steps] = self.sampling_sigmas(steps).tolist()
+        sigmas = self._sigma_lists[steps]
+        x = noise[:, 0] * sigmas[0]
         for k, sigma in enumerate(sigmas):
             a = self.denoise(x, sigma, cond)
             if k + 1 < len(sigmas):
-                noise_std = math.sqrt(sigmas[k + 1] ** 2 - self.params.sigma_min ** 2)
-                x = a + noise_std * randn(tuple(a.shape), generator, a)
+                x = torch.add(a, noise[:, k + 1], alpha=math.sqrt(sigmas[k + 1] ** 2 - self.params.sigma_min ** 2))
         return a
 
     # ---- RL hooks ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
 from robopolicy.heads import register_head
-from robopolicy.heads.base import Head, check_params, randn
+from robopolicy.heads.base import Head, axpby, check_params, randn
 
 
 def _clamp_min(value, low: float):
@@ -55,6 +55,7 @@ class DiffusionHead(Head):
         self.train_scheduler = DDPMScheduler(num_train_timesteps=p.num_train_timesteps, beta_schedule=p.beta_schedule,
                                              prediction_type=p.prediction_type, clip_sample=p.clip_sample)
         self.register_buffer("alphas_cumprod", self.train_scheduler.alphas_cumprod.clone().float(), persistent=False)
+        self._schedules: dict[int, tuple[list[int], list[float]]] = {}
 
     def loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         noise = torch.randn_like(actions)
@@ -64,50 +65,55 @@ class DiffusionHead(Head):
         target = noise if self.params.prediction_type == "epsilon" else actions
         return F.mse_loss(pred, target)
 
-    def sample(self, cond: torch.Tensor, steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def noise_shape(self, batch: int, steps: int) -> tuple[int, ...]:
+        """The initial latent, plus one noise draw per step but the last for stochastic samplers."""
+        stochastic = self.params.sampler == "ddpm" or self.params.eta > 0
+        return (batch, steps if stochastic else 1, *self.chunk_shape)
+
+    def sample_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
         """Reverse process with the configured sampler (DDIM eta or DDPM posterior), no std floor.
 
         The step arithmetic is diffusers' (tests compare against `DDIMScheduler.step`), but with
         per-step coefficients precomputed as floats: diffusers' step costs about as much as a small MLP
         forward, which would double low-dim inference latency.
         """
-        steps = steps or self.params.inference_steps
         ts, acp = self._schedule(steps)
-        x = randn((cond.shape[0], *self.chunk_shape), generator, cond)
+        x = noise[:, 0]
         for k in range(steps):
-            t = torch.full((cond.shape[0],), ts[k], device=cond.device, dtype=torch.long)
-            mean, std = self._reverse_step(x, self.net(x, t, cond), acp[k], acp[k + 1],
-                                           self.params.sampler, self.params.eta)
-            x = mean + std * randn(tuple(mean.shape), generator, mean) if std > 0 else mean
+            x, std = self._reverse_step(x, self.net(x, float(ts[k]), cond), acp[k], acp[k + 1],
+                                        self.params.sampler, self.params.eta)
+            if k + 1 < steps and std > 0:
+                x = torch.add(x, noise[:, k + 1], alpha=std)
         return x
 
     # ---- RL hooks ---------------------------------------------------------------------------------------------
 
     def _schedule(self, steps: int) -> tuple[list[int], list[float]]:
         """Descending train timesteps of a `steps`-step chain ("leading" spacing, as diffusers) and the
-        cumulative alphas at each of them plus 1.0 for the clean end point."""
-        ratio = self.params.num_train_timesteps // steps
-        ts = [k * ratio for k in range(steps - 1, -1, -1)]
-        acp = self.train_scheduler.alphas_cumprod
-        return ts, [float(acp[t]) for t in ts] + [1.0]
+        cumulative alphas at each of them plus 1.0 for the clean end point (cached: it runs every call)."""
+        if steps not in self._schedules:
+            ratio = self.params.num_train_timesteps // steps
+            ts = [k * ratio for k in range(steps - 1, -1, -1)]
+            acp = self.train_scheduler.alphas_cumprod
+            self._schedules[steps] = ts, [float(acp[t]) for t in ts] + [1.0]
+        return self._schedules[steps]
 
     def _reverse_step(self, x: torch.Tensor, out: torch.Tensor, a_t, a_prev, sampler: str,
                       eta: float) -> tuple[torch.Tensor, torch.Tensor | float]:
         """Gaussian (mean, std) of x_prev given x_t; a_t/a_prev are floats or broadcastable tensors."""
         if self.params.prediction_type == "epsilon":
-            x0, eps = (x - (1 - a_t) ** 0.5 * out) / a_t ** 0.5, out
+            x0, eps = axpby(a_t ** -0.5, x, -((1 - a_t) / a_t) ** 0.5, out), out
         else:
-            x0, eps = out, (x - a_t ** 0.5 * out) / (1 - a_t) ** 0.5
+            x0, eps = out, axpby((1 - a_t) ** -0.5, x, -(a_t / (1 - a_t)) ** 0.5, out)
         if self.params.clip_sample:
             x0 = x0.clamp(-1.0, 1.0)
         if sampler == "ddpm":
             beta = 1 - a_t / a_prev
-            mean = (a_prev ** 0.5 * beta * x0 + (a_t / a_prev) ** 0.5 * (1 - a_prev) * x) / (1 - a_t)
             var = beta * (1 - a_prev) / (1 - a_t)
+            mean = axpby(a_prev ** 0.5 * beta / (1 - a_t), x0, (a_t / a_prev) ** 0.5 * (1 - a_prev) / (1 - a_t), x)
         else:
             var = eta ** 2 * (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
-            mean = a_prev ** 0.5 * x0 + _clamp_min(1 - a_prev - var, 0.0) ** 0.5 * eps
+            mean = axpby(a_prev ** 0.5, x0, _clamp_min(1 - a_prev - var, 0.0) ** 0.5, eps)
         return mean, _clamp_min(var, 0.0) ** 0.5
 
     def initial_latent(self, batch: int, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -73,8 +73,7 @@ class EnergyHead(Head):
 
     def energy(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """E_theta(x, cond) per sample: (B, T, D), (B, C) -> (B,). Lower is more likely."""
-        t = torch.zeros(x.shape[0], device=x.device)
-        return self.readout(self.net(x, t, cond).flatten(1)).squeeze(-1)
+        return self.readout(self.net(x, 0.0, cond).flatten(1)).squeeze(-1)
 
     def energy_grad(self, x: torch.Tensor, cond: torch.Tensor, create_graph: bool) -> torch.Tensor:
         """grad_x E; works under no_grad callers. create_graph keeps the result differentiable w.r.t. theta."""
@@ -95,7 +94,7 @@ class EnergyHead(Head):
 
     def _descend(self, x: torch.Tensor, cond: torch.Tensor, steps: int, create_graph: bool) -> torch.Tensor:
         for _ in range(steps):
-            x = x - self.params.descent_step_size * self.energy_grad(x, cond, create_graph)
+            x = torch.add(x, self.energy_grad(x, cond, create_graph), alpha=-self.params.descent_step_size)
         return x
 
     def loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -128,19 +127,23 @@ class EnergyHead(Head):
         best = self.energy(x.flatten(0, 1), cond_rep).view(b, n).argmin(-1)
         return x[torch.arange(b, device=x.device), best]
 
-    def sample(self, cond: torch.Tensor, steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def resolve_steps(self, steps: int | None) -> int:
         """`steps` overrides dfo_iters, langevin_steps or descent_steps, whichever `inference` uses."""
         p = self.params
+        return steps or {"dfo": p.dfo_iters, "langevin": p.langevin_steps, "descent": p.descent_steps}[p.inference]
+
+    def sample(self, cond: torch.Tensor, steps: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Minimizes the energy; draws its noise as it goes (DFO resamples), so it is not `sample_from_noise`."""
+        p, steps = self.params, self.resolve_steps(steps)
         if p.inference == "dfo":
-            return self._dfo(cond, steps or p.dfo_iters, generator)
+            return self._dfo(cond, steps, generator)
         x = uniform((cond.shape[0], *self.chunk_shape), generator, cond)
         if p.inference == "descent":
-            return self._descend(x, cond, steps or p.descent_steps, create_graph=False).detach()
-        steps = steps or p.langevin_steps
+            return self._descend(x, cond, steps, create_graph=False).detach()
         for k in range(steps):
-            x = x - p.langevin_step_size * self.energy_grad(x, cond, create_graph=False)
-            x = (x + self._noise(k, steps) * randn(tuple(x.shape), generator, x)).clamp(-1, 1)
+            x = torch.add(x, self.energy_grad(x, cond, create_graph=False), alpha=-p.langevin_step_size)
+            x = torch.add(x, randn(tuple(x.shape), generator, x), alpha=self._noise(k, steps)).clamp_(-1, 1)
         return x.detach()
 
     def sample_with_energy(self, cond: torch.Tensor, steps: int | None = None,

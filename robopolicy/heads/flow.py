@@ -38,7 +38,8 @@ class FlowHead(Head):
     Params = FlowParams
     params: FlowParams
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def velocity(self, x: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
+        """Predicted velocity at time t: a (B,) tensor, or one float for the whole batch (sampling)."""
         return self.net(x, t * self.params.time_scale, cond)
 
     def sample_time(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -70,19 +71,17 @@ class FlowHead(Head):
         t = self.sample_time((actions.shape[0], 1), actions.device)
         return self.cfm_losses(cond, actions, noise, t).mean()
 
-    def _step(self, x: torch.Tensor, t: torch.Tensor, dt: float, cond: torch.Tensor) -> torch.Tensor:
+    def _step(self, x: torch.Tensor, t: torch.Tensor | float, dt: float, cond: torch.Tensor) -> torch.Tensor:
         v = self.velocity(x, t, cond)
         if self.params.integrator == "midpoint":
-            v = self.velocity(x + 0.5 * dt * v, t + 0.5 * dt, cond)
-        return x + dt * v
+            v = self.velocity(torch.add(x, v, alpha=0.5 * dt), t + 0.5 * dt, cond)
+        return torch.add(x, v, alpha=dt)
 
-    def sample(self, cond: torch.Tensor, steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        steps = steps or self.params.inference_steps
-        x = randn((cond.shape[0], *self.chunk_shape), generator, cond)
+    def sample_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
+        """Integrate the ODE from noise[:, 0] at t = 0 to the action at t = 1."""
+        x = noise[:, 0]
         for k in range(steps):
-            t = torch.full((cond.shape[0],), k / steps, device=cond.device)
-            x = self._step(x, t, 1.0 / steps, cond)
+            x = self._step(x, k / steps, 1.0 / steps, cond)
         return x
 
     # ---- RL hooks: ReinFlow-style Euler chain with Gaussian exploration noise -------------------------------

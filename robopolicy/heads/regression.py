@@ -31,13 +31,15 @@ class RegressionHead(Head):
 
     def predict(self, cond: torch.Tensor) -> torch.Tensor:
         zeros = cond.new_zeros(cond.shape[0], *self.chunk_shape)
-        return self.net(zeros, cond.new_zeros(cond.shape[0]), cond)
+        return self.net(zeros, 0.0, cond)
 
     def loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(self.predict(cond), actions)
 
-    def sample(self, cond: torch.Tensor, steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def noise_shape(self, batch: int, steps: int) -> tuple[int, ...]:
+        return (batch, 0, *self.chunk_shape)  # deterministic
+
+    def sample_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
         return self.predict(cond)
 
     def initial_latent(self, batch: int, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -27,8 +27,9 @@ class SinusoidalEmbedding(nn.Module):
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / (half - 1))
         self.register_buffer("freqs", freqs.reshape(1, -1), persistent=False)
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        args = t.float().reshape(-1, 1) * self.freqs
+    def forward(self, t: torch.Tensor | float) -> torch.Tensor:
+        """(B,) times -> (B, dim); one float (the whole batch at the same time, as in sampling) -> (1, dim)."""
+        args = self.freqs * t if isinstance(t, float) else t.float().reshape(-1, 1) * self.freqs
         return torch.cat([args.sin(), args.cos()], dim=-1)
 
 
@@ -58,8 +59,15 @@ class FiLMResidualBlock(nn.Module):
         return self.block2(y) + self.skip(x)
 
 
+def embed_time(time_embed: nn.Module, t: torch.Tensor | float, batch: int) -> torch.Tensor:
+    """(batch, dim) time features; a float t (or a 1-element tensor) is embedded once and broadcast."""
+    if torch.is_tensor(t) and t.numel() == 1:
+        t = t.reshape(1)
+    return time_embed(t).expand(batch, -1)
+
+
 class ConditionalUnet1D(nn.Module):
-    """(B, T, D) chunk, (B,) time, (B, C) cond -> (B, T, D)."""
+    """(B, T, D) chunk, (B,) time or one float for the batch, (B, C) cond -> (B, T, D)."""
 
     def __init__(self, action_dim: int, cond_dim: int, cfg: BackboneConfig) -> None:
         super().__init__()
@@ -86,9 +94,8 @@ class ConditionalUnet1D(nn.Module):
         self.final = nn.Sequential(Conv1dBlock(cfg.down_dims[0], cfg.down_dims[0], k, g),
                                    nn.Conv1d(cfg.down_dims[0], action_dim, 1))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        t = t.expand(x.shape[0]) if t.ndim == 0 or t.shape[0] == 1 else t
-        film = torch.cat([self.time_embed(t), cond], dim=-1)
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
+        film = torch.cat([embed_time(self.time_embed, t, x.shape[0]), cond], dim=-1)
         h = rearrange(x, "b t d -> b d t")
         skips = []
         for res1, res2, downsample in self.down:
@@ -113,9 +120,8 @@ class MLPBackbone(nn.Module):
         flat = horizon * action_dim
         self.net = mlp([flat + cfg.time_embed_dim + cond_dim, *cfg.hidden_dims, flat])
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        t = t.expand(x.shape[0]) if t.ndim == 0 or t.shape[0] == 1 else t
-        h = torch.cat([x.flatten(1), self.time_embed(t), cond], dim=-1)
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([x.flatten(1), embed_time(self.time_embed, t, x.shape[0]), cond], dim=-1)
         return self.net(h).reshape(-1, self.horizon, self.action_dim)
 
 

@@ -74,6 +74,11 @@ class ObsEncoder(nn.Module):
         self.out_dim = per_step * n_obs_steps
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, n_obs_steps * F): the per-frame features of all history frames, concatenated."""
+        return self.frame_features(obs).flatten(1)
+
+    def frame_features(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, t, F) features of t frames, each encoded independently of the others."""
         features = []
         for key in self.rgb_keys:
             images = obs[key]
@@ -83,4 +88,4 @@ class ObsEncoder(nn.Module):
         if self.low_dim_keys:
             low = torch.cat([obs[k].float() for k in self.low_dim_keys], dim=-1)
             features.append(self.low_dim_net(low))
-        return torch.cat(features, dim=-1).flatten(1)
+        return torch.cat(features, dim=-1)

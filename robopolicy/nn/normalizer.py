@@ -38,6 +38,8 @@ class Normalizer(nn.Module):
         super().__init__()
         self.keys = list(dims)
         self.params = nn.ModuleDict({_safe_name(k): _Affine(d) for k, d in dims.items()})
+        # direct key -> module look-up: normalize/unnormalize run on every inference call
+        self._by_key = {k: self.params[_safe_name(k)] for k in self.keys}
 
     def fit(self, stats: Mapping[str, Mapping[str, np.ndarray]], mode: str) -> None:
         """Set scale/offset from dataset statistics (`min`, `max`, `mean`, `std` per key)."""
@@ -58,7 +60,7 @@ class Normalizer(nn.Module):
                 offset = -s["mean"] * scale
             else:
                 raise ValueError(f"normalizer: mode must be 'min_max' or 'mean_std', got {mode!r}")
-            p = self.params[_safe_name(key)]
+            p = self._by_key[key]
             if scale.shape != p.scale.shape:
                 raise ValueError(f"normalizer: statistics for {key!r} have shape {tuple(scale.shape)}, "
                                  f"expected {tuple(p.scale.shape)}")
@@ -66,9 +68,9 @@ class Normalizer(nn.Module):
             p.offset.copy_(offset)
 
     def normalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
-        p = self.params[_safe_name(key)]
-        return x * p.scale + p.offset
+        p = self._by_key[key]
+        return torch.addcmul(p.offset, x, p.scale)
 
     def unnormalize(self, key: str, y: torch.Tensor) -> torch.Tensor:
-        p = self.params[_safe_name(key)]
-        return (y - p.offset) / p.scale
+        p = self._by_key[key]
+        return (y - p.offset).div_(p.scale)
