@@ -4,12 +4,14 @@ Generic on purpose: dataset converters, checkpoint writers, the trainer and the 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 class DestinationExistsError(FileExistsError):
@@ -50,3 +52,9 @@ def atomic_output(dst: str | Path, overwrite: bool = False) -> Iterator[Path]:
             os.replace(tmp, dst)
     finally:
         _remove(tmp)
+
+
+def write_json(path: str | Path, obj: Any, indent: int = 2) -> None:
+    """Write (or replace) a JSON report atomically: readers never see a half-written file."""
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent))

@@ -103,13 +103,9 @@ def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{file}: unreadable or corrupt safetensors file ({exc})") from exc
 
 
-def load_policy(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True):
-    """Rebuild a Policy from a checkpoint directory; EMA weights are used when present and `use_ema`."""
-    from robopolicy.policy import Policy
-
-    path = Path(path)
-    policy = Policy(read_policy_config(path))
-    tensors = _load_tensors(path / MODEL_FILE)
+def _checked_state(path: Path, policy: torch.nn.Module, tensors: Mapping[str, torch.Tensor],
+                   use_ema: bool) -> dict[str, torch.Tensor]:
+    """The raw (or EMA where saved) state dict, checked name by name and shape by shape against `policy`."""
     state = {k: v for k, v in tensors.items() if not k.startswith(EMA_PREFIX)}
     if use_ema:
         state.update({k[len(EMA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EMA_PREFIX)})
@@ -123,8 +119,24 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu", use_ema: b
         if name in expected and value.shape != expected[name].shape:
             raise CheckpointError(f"{path / MODEL_FILE}: tensor {name!r} has shape {tuple(value.shape)}, "
                                   f"expected {tuple(expected[name].shape)}")
-    policy.load_state_dict(state, strict=False)
+    return state
+
+
+def load_policy(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True):
+    """Rebuild a Policy from a checkpoint directory; EMA weights are used when present and `use_ema`."""
+    from robopolicy.policy import Policy
+
+    path = Path(path)
+    policy = Policy(read_policy_config(path))
+    policy.load_state_dict(_checked_state(path, policy, _load_tensors(path / MODEL_FILE), use_ema), strict=False)
     return policy.to(device).eval()
+
+
+def load_weights(path: str | Path, policy: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(raw, EMA) state dicts of a checkpoint, checked against `policy`, from one read of the weights file."""
+    path = Path(path)
+    tensors = _load_tensors(path / MODEL_FILE)
+    return _checked_state(path, policy, tensors, use_ema=False), _checked_state(path, policy, tensors, use_ema=True)
 
 
 def load_train_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

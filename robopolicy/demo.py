@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from robopolicy.atomic import write_json
 from robopolicy.policy import Policy
 from robopolicy.specs import RunConfig, TrainConfig
 from robopolicy.train.toy import TOY_RECIPES, BimodalToyDataset, mode_coverage, toy_policy_config
@@ -82,7 +82,7 @@ def run_demo(out: Path, heads: list[str], steps: int | None, samples: int, seed:
         rows.append({"head": head, "steps": result.step, "sample_steps": policy.head.default_chain_steps(), "loss": result.final_loss, "train_s": train_s,
                      **coverage, "latency_ms": 1e3 * measure_latency(policy),
                      "checkpoint": str(result.checkpoints / "latest")})
-    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    write_json(out / "results.json", rows)
     plot(chunks, out / "action_distributions.png")
     return rows
 

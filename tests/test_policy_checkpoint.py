@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from robopolicy.checkpoint import CheckpointError, MODEL_FILE, save_checkpoint
+from robopolicy.checkpoint import MODEL_FILE, CheckpointError, save_checkpoint
 from robopolicy.policy import Policy
-from robopolicy.specs import (ActionSpec, BackboneConfig, EncoderConfig, HeadConfig, ObsSpec, PolicyConfig)
+from robopolicy.specs import ActionSpec, BackboneConfig, EncoderConfig, HeadConfig, ObsSpec, PolicyConfig
 from tests.conftest import tiny_stats
 
 HEADS = ["diffusion", "flow"]

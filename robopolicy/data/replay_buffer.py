@@ -51,6 +51,28 @@ def looks_like_rgb(shape: tuple[int, ...], dtype: np.dtype) -> bool:
     return dtype == np.uint8 and len(shape) == 3 and shape[-1] in (1, 3, 4)
 
 
+def check_episode_arrays(path: Path | str, where: str, arrays: Mapping[str, np.ndarray], action_key: str) -> None:
+    """Reject what would poison training: no arrays, ragged lengths, empty episodes, non-finite actions.
+
+    Shared by the store (any writer) and the converters (which name the source file and episode instead).
+    """
+    if not arrays:
+        raise DataError(path, where, "episode has no arrays")
+    reference = action_key if action_key in arrays else next(iter(arrays))
+    n = len(arrays[reference]) if np.ndim(arrays[reference]) else -1
+    for key, arr in arrays.items():
+        rows = len(arr) if np.ndim(arr) else -1
+        if rows != n:
+            raise DataError(path, f"{where}/{key}", f"has {rows} rows; expected {n} (the length of {reference!r}): "
+                                                   "all arrays share their first (time) axis")
+    if n <= 0:
+        raise DataError(path, where, "empty episode: expected at least one step")
+    actions = arrays.get(action_key)
+    if actions is not None and np.issubdtype(actions.dtype, np.floating) and not np.isfinite(actions).all():
+        step = int(np.argwhere(~np.isfinite(actions))[0][0])
+        raise DataError(path, f"{where}/{action_key}", f"NaN or inf at step {step}; expected finite actions")
+
+
 class ReplayBuffer:
     """Episodes of per-step arrays in one zarr group; see the module docstring for the layout."""
 
@@ -223,19 +245,7 @@ class ReplayBuffer:
 
     def _check_episode(self, arrays: dict[str, np.ndarray]) -> None:
         where = f"episode {self.n_episodes}"
-        if not arrays:
-            raise DataError(self.path, where, "episode has no arrays")
-        lengths = {k: (len(v) if v.ndim else -1) for k, v in arrays.items()}
-        if len(set(lengths.values())) != 1:
-            raise DataError(self.path, where, f"arrays must share their first (time) axis; lengths {lengths}")
-        if next(iter(lengths.values())) <= 0:
-            raise DataError(self.path, where, "empty episode: expected at least one step")
-        action_key = self.attrs.get("action", {}).get("key", "action")
-        if action_key in arrays and np.issubdtype(arrays[action_key].dtype, np.floating):
-            bad = ~np.isfinite(arrays[action_key])
-            if bad.any():
-                step = int(np.argwhere(bad)[0][0])
-                raise DataError(self.path, f"{where}/{action_key}", f"NaN or inf at step {step}; expected finite actions")
+        check_episode_arrays(self.path, where, arrays, self.attrs.get("action", {}).get("key", "action"))
         if self.keys:
             if set(arrays) != set(self.keys):
                 raise DataError(self.path, where, f"keys {sorted(arrays)} differ from the store's {self.keys}")

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from robopolicy.atomic import write_json
 from robopolicy.eval.plots import plot_summary
 from robopolicy.eval.protocol import ChunkPolicy, EvalConfig, evaluate
 
@@ -52,6 +52,6 @@ def evaluate_checkpoint(
     finally:
         env.close()
     result.update(task=task.name, checkpoint=checkpoint, videos=sorted(str(p) for p in (out_dir / "videos").glob("*")))
-    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+    write_json(out_dir / "result.json", result, indent=1)
     plot_summary(result, out_dir / "summary.png", f"{task.name}: {checkpoint}")
     return result

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from robopolicy.atomic import atomic_output
+from robopolicy.atomic import atomic_output, write_json
 from robopolicy.nn.encoder import mlp
 
 OBS_KEY = "state"
@@ -90,7 +90,15 @@ class Agent(nn.Module):
         return self.critic(self.norm(obs)).squeeze(-1)
 
     def dist(self, obs: torch.Tensor) -> torch.distributions.Normal:
-        return torch.distributions.Normal(self.actor(self.norm(obs)), self.log_std.exp())
+        return self._dist(self.norm(obs))
+
+    def dist_and_value(self, obs: torch.Tensor) -> tuple[torch.distributions.Normal, torch.Tensor]:
+        """Both heads from one normalization of the observation (the rollout and update need both)."""
+        normed = self.norm(obs)
+        return self._dist(normed), self.critic(normed).squeeze(-1)
+
+    def _dist(self, normed: torch.Tensor) -> torch.distributions.Normal:
+        return torch.distributions.Normal(self.actor(normed), self.log_std.exp())
 
 
 def save_agent(agent: Agent, directory: Path, config: PPOConfig, extra: dict) -> None:
@@ -144,9 +152,9 @@ def train(config: PPOConfig, out_dir: str | Path, progress: bool = True) -> dict
             obs_buf[t], done_buf[t] = next_obs, next_done
             agent.norm.update(next_obs)
             with torch.no_grad():
-                dist = agent.dist(next_obs)
+                dist, val_buf[t] = agent.dist_and_value(next_obs)
                 action = dist.sample()
-                logp_buf[t], val_buf[t] = dist.log_prob(action).sum(-1), agent.value(next_obs)
+                logp_buf[t] = dist.log_prob(action).sum(-1)
             act_buf[t] = action
             obs, reward, terminated, truncated, _ = envs.step(np.clip(action.numpy(), low, high))
             done = terminated | truncated
@@ -178,13 +186,13 @@ def train(config: PPOConfig, out_dir: str | Path, progress: bool = True) -> dict
         mb = T * N // config.n_minibatches
         for _ in range(config.n_epochs):
             for idx in torch.randperm(T * N).split(mb):
-                dist = agent.dist(b_obs[idx])
+                dist, value = agent.dist_and_value(b_obs[idx])
                 logp = dist.log_prob(b_act[idx]).sum(-1)
                 ratio = (logp - b_logp[idx]).exp()
                 a = b_adv[idx]
                 a = (a - a.mean()) / (a.std() + 1e-8)
                 pg_loss = torch.max(-a * ratio, -a * ratio.clamp(1 - config.clip, 1 + config.clip)).mean()
-                v_loss = 0.5 * (agent.value(b_obs[idx]) - b_ret[idx]).pow(2).mean()
+                v_loss = 0.5 * (value - b_ret[idx]).pow(2).mean()
                 loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * dist.entropy().sum(-1).mean()
                 optimizer.zero_grad()
                 loss.backward()
@@ -202,7 +210,7 @@ def train(config: PPOConfig, out_dir: str | Path, progress: bool = True) -> dict
     envs.close()
     save_agent(agent, out_dir / "final", config, {"task": config.task, "steps": n_updates * T * N,
                                                    "mean_return_20": log["updates"][-1]["mean_return_20"]})
-    (out_dir / "log.json").write_text(json.dumps(log, indent=1))
+    write_json(out_dir / "log.json", log, indent=1)
     return log
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from robopolicy.atomic import write_json
 from robopolicy.sim.factory import make_base_env
 from robopolicy.sim.task import TaskSpec, load_task
 from robopolicy.specs import from_dict
@@ -215,5 +216,5 @@ def collect(recipe: Recipe, output: str | None = None) -> dict[str, Any]:
     else:
         tally = collect_zarr(recipe, task, out)
     report = {"recipe": asdict(recipe), "output": str(out), **tally}
-    Path(f"{out}.report.json").write_text(json.dumps(report, indent=1))
+    write_json(f"{out}.report.json", report, indent=1)
     return report

@@ -10,7 +10,6 @@ checkpoint (raw + EMA weights) plus the training state (see `robopolicy.train.st
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import random
 import shutil
@@ -29,9 +28,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from robopolicy.checkpoint import (CheckpointError, load_policy, load_train_state, read_policy_config,
-                                  save_checkpoint)
-from robopolicy.atomic import atomic_output
+from robopolicy.atomic import atomic_output, write_json
+from robopolicy.checkpoint import (CheckpointError, load_policy, load_train_state, load_weights, read_policy_config,
+                                   save_checkpoint)
 from robopolicy.distill import distill_policy
 from robopolicy.policy import Policy
 from robopolicy.specs import ConfigError, PolicyConfig, RunConfig, to_dict
@@ -128,11 +127,11 @@ class Trainer:
 
     def load(self, path: Path) -> None:
         """Restore weights, EMA, optimizer, schedule and progress from a checkpoint written by `save`."""
-        raw = load_policy(path, use_ema=False)
-        if to_dict(raw.config) != to_dict(self.run.policy):
+        if to_dict(read_policy_config(path)) != to_dict(self.run.policy):
             raise ConfigError(f"policy: differs from the config of checkpoint {path}; resume with the same [policy]")
-        self.policy.load_state_dict(raw.state_dict())
-        ema_weights = [p.detach() for p in load_policy(path, use_ema=True).parameters()] if self.ema else None
+        raw, ema = load_weights(path, self.policy)
+        self.policy.load_state_dict(raw, strict=False)
+        ema_weights = [ema[name] for name, _ in self.policy.named_parameters()] if self.ema else None
         tensors, meta = load_train_state(path)
         if meta.get("world_size") != self.info.world_size:
             warnings.warn(f"{path} was trained with {meta.get('world_size')} processes, resuming with "
@@ -304,8 +303,7 @@ def train(run: RunConfig, resume: bool | str = "auto", dataset: Dataset | None =
             trainer.load(start_from)
         if info.is_main:
             trainer.out_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_output(trainer.out_dir / "config.json", overwrite=True) as tmp:
-                tmp.write_text(json.dumps(to_dict(run), indent=2))
+            write_json(trainer.out_dir / "config.json", to_dict(run))
         result = trainer.fit()
         distributed.barrier(info)  # every rank returns only once rank 0 has written its last checkpoint
         return result

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from robopolicy.data.errors import DataError
+from robopolicy.data.replay_buffer import check_episode_arrays
 
 Episode = dict[str, np.ndarray]
 
@@ -104,19 +105,10 @@ class Format:
 
 
 def check_episode(path: Path, label: str, episode: Mapping[str, np.ndarray], action_key: str) -> None:
-    """Reject what would poison training: empty episodes, ragged lengths, non-finite actions."""
+    """Reject a source episode before it reaches the store, naming the source file and episode."""
     if action_key not in episode:
         raise DataError(path, f"{label}/{action_key}", "missing; expected the episode's actions")
-    n = len(episode[action_key])
-    if n == 0:
-        raise DataError(path, label, "empty episode: expected at least one step")
-    for key, arr in episode.items():
-        if len(arr) != n:
-            raise DataError(path, f"{label}/{key}", f"has {len(arr)} rows; expected {n} (the number of actions)")
-    actions = episode[action_key]
-    if np.issubdtype(actions.dtype, np.floating) and not np.isfinite(actions).all():
-        step = int(np.argwhere(~np.isfinite(actions))[0][0])
-        raise DataError(path, f"{label}/{action_key}", f"NaN or inf at step {step}; expected finite actions")
+    check_episode_arrays(path, label, episode, action_key)
 
 
 def features_of(episode: Mapping[str, np.ndarray]) -> dict[str, tuple[tuple[int, ...], str]]:
