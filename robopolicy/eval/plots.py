@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 def plot_summary(result: dict[str, Any], path: str | Path, title: str) -> Path:
     """Four panels from an :func:`robopolicy.eval.protocol.evaluate` result."""
@@ -16,12 +14,11 @@ def plot_summary(result: dict[str, Any], path: str | Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     episodes = result["episodes"]
-    seeds = sorted({e["policy_seed"] for e in episodes})
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     ax = axes[0]
     if "success" in result:
-        rates = [np.mean([e["success"] for e in episodes if e["policy_seed"] == s]) for s in seeds]
-        ax.bar([str(s) for s in seeds], rates, color="tab:green")
+        per_seed = result["success"]["per_policy_seed"]
+        ax.bar(list(per_seed), list(per_seed.values()), color="tab:green")
         rate, (low, high) = result["success"]["rate"], result["success"]["ci95"]
         ax.axhline(rate, color="k", lw=1)
         ax.axhspan(low, high, color="k", alpha=0.15)
