@@ -101,12 +101,15 @@ class Policy(nn.Module):
     def predict_action(self, obs: Mapping[str, torch.Tensor], steps: int | None = None,
                        generator: torch.Generator | None = None) -> torch.Tensor:
         """Unnormalized action chunk (B, horizon, action_dim); index 0 is the action for the current step."""
-        return self.act(self.encode(obs), steps, generator)
+        return self._act(self.encode(obs), steps, generator)
 
     @torch.no_grad()
     def act(self, cond: torch.Tensor, steps: int | None = None,
             generator: torch.Generator | None = None) -> torch.Tensor:
         """Unnormalized action chunk from conditioning vectors (B, C) (what `encode` returns)."""
+        return self._act(cond, steps, generator)
+
+    def _act(self, cond: torch.Tensor, steps: int | None, generator: torch.Generator | None) -> torch.Tensor:
         if self._compiled_act is None:
             return self.unnormalize_action(self.head.sample(cond, steps=steps, generator=generator))
         steps = self.head.resolve_steps(steps)

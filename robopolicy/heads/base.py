@@ -57,7 +57,7 @@ def _draw(fill, shape: tuple[int, ...], generator: torch.Generator | None, like:
 
 
 def randn(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
-    """Standard normal noise (the same numbers as `torch.randn` from the same generator)."""
+    """Standard normal noise on `like`'s device/dtype, drawn from `generator` when given (reproducible)."""
     return _draw(lambda t, g: t.normal_(generator=g), shape, generator, like)
 
 
