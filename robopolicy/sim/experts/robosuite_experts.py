@@ -14,6 +14,9 @@ import numpy as np
 OPEN, CLOSED = -1.0, 1.0
 ROT_SCALE = 0.5  # radians per unit of rotation action in robosuite's default OSC_POSE
 
+# a phase's target: gripper position, yaw (None keeps it), gripper command, whether the phase is over
+Target = tuple[np.ndarray, float | None, float, bool]
+
 
 def quat_to_mat(q_xyzw: np.ndarray) -> np.ndarray:
     """Rotation matrix of a robosuite (x, y, z, w) quaternion."""
@@ -61,7 +64,7 @@ class WaypointExpert:
             self.rng = np.random.default_rng(seed)
         self.phase, self.phase_steps = 0, 0
 
-    def target(self, name: str, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, float | None, float, bool]:
+    def target(self, name: str, obs: dict[str, np.ndarray]) -> Target:
         """(gripper position, yaw or None to keep it, gripper command, phase done) for phase ``name``."""
         raise NotImplementedError
 
@@ -115,45 +118,76 @@ class LiftExpert(WaypointExpert):
         return cube + [0, 0, 0.25], None, CLOSED, False
 
 
-class CanExpert(WaypointExpert):
-    """Pick the can from its bin, carry it over the target bin section, drop it and move away."""
+class PickPlaceWaypointExpert(WaypointExpert):
+    """Pick an object up and put it down at ``place``.
+
+    Grasping, lifting to ``carry_height``, releasing and backing off up again do not depend on the
+    object, so they live here; a subclass's ``target`` handles the phases that do (above, descend,
+    carry, lower) and passes the others on, and its ``grasp_goal`` says where the fingers close.
+    """
 
     phases = ("above", "descend", "grasp", "lift", "carry", "lower", "release", "retreat")
     object_offset = 7  # robosuite lists <obj>_to_robot0_eef_pos and _quat first
 
-    def __init__(self, target: list[float], carry_height: float = 1.05, **kwargs):
+    def __init__(self, place: list[float], carry_height: float = 1.05, **kwargs):
         super().__init__(**kwargs)
-        self.goal = np.asarray(target, dtype=np.float64)
+        self.place = np.asarray(place, dtype=np.float64)
         self.carry_height = carry_height
 
-    def target(self, name, obs):
+    def grasp_goal(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Gripper position at which the fingers close on the object."""
+        raise NotImplementedError
+
+    def target(self, name: str, obs: dict[str, np.ndarray]) -> Target:
+        eef = self._eef(obs)
+        if name == "grasp":
+            return self.grasp_goal(obs), None, CLOSED, self.phase_steps >= 12
+        if name == "lift":
+            goal = np.array([eef[0], eef[1], self.carry_height])
+            return goal, None, CLOSED, eef[2] > self.carry_height - 0.03
+        if name == "release":
+            return eef, None, OPEN, self.phase_steps >= 8
+        return np.array([eef[0], eef[1], self.carry_height]), None, OPEN, False  # retreat
+
+    def _over_place(self, obs: dict[str, np.ndarray], z: float) -> np.ndarray:
+        """Gripper position, at height ``z``, that holds the object over ``place``: once grasped, the
+        object hangs at a fixed offset from the gripper, so steering the gripper itself would miss by it."""
+        held = self._eef(obs)[:2] - self._object(obs)[0][:2]
+        return np.array([*(self.place[:2] + held), z])
+
+    def _eef(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(obs["robot0_eef_pos"], dtype=np.float64)
+
+
+class CanExpert(PickPlaceWaypointExpert):
+    """Pick the can from its bin, carry it over the target bin section (``target``), drop it and move away."""
+
+    def __init__(self, target: list[float], carry_height: float = 1.05, **kwargs):
+        super().__init__(target, carry_height, **kwargs)
+
+    def grasp_goal(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return self._object(obs)[0] + [0, 0, 0.01]
+
+    def target(self, name: str, obs: dict[str, np.ndarray]) -> Target:
         can, _ = self._object(obs)
-        eef = np.asarray(obs["robot0_eef_pos"], dtype=np.float64)
         if name == "above":
             goal = can + [0, 0, 0.1]
             return goal, 0.0, OPEN, self._at(obs, goal, 0.015)
         if name == "descend":
-            goal = can + [0, 0, 0.01]
+            goal = self.grasp_goal(obs)
             return goal, 0.0, OPEN, self._at(obs, goal, 0.008)
-        if name == "grasp":
-            return can + [0, 0, 0.01], None, CLOSED, self.phase_steps >= 12
-        if name == "lift":
-            goal = np.array([eef[0], eef[1], self.carry_height])
-            return goal, None, CLOSED, eef[2] > self.carry_height - 0.03
-        held = eef - can  # the can hangs at a fixed offset from the gripper once grasped
         if name == "carry":
-            goal = np.array([self.goal[0], self.goal[1], self.carry_height]) + [held[0], held[1], 0]
-            return goal, None, CLOSED, bool(np.linalg.norm(can[:2] - self.goal[:2]) < 0.03)
-        if name == "lower":
-            goal = np.array([self.goal[0] + held[0], self.goal[1] + held[1], self.goal[2] + 0.12 + held[2]])
-            return goal, None, CLOSED, can[2] < self.goal[2] + 0.13
-        if name == "release":
-            return eef, None, OPEN, self.phase_steps >= 8
-        return np.array([eef[0], eef[1], self.carry_height]), None, OPEN, False
+            goal = self._over_place(obs, self.carry_height)
+            return goal, None, CLOSED, bool(np.linalg.norm(can[:2] - self.place[:2]) < 0.03)
+        if name == "lower":  # until the can is about 12 cm over ``place``, then drop it
+            goal = self._over_place(obs, self.place[2] + 0.12 + (self._eef(obs)[2] - can[2]))
+            return goal, None, CLOSED, can[2] < self.place[2] + 0.13
+        return super().target(name, obs)
 
 
-class SquareExpert(WaypointExpert):
-    """Grasp the square nut by its handle, carry it over the square peg with its sides aligned, drop it.
+class SquareExpert(PickPlaceWaypointExpert):
+    """Grasp the square nut by its handle, carry it over the square peg (``place``) with its sides
+    aligned, drop it.
 
     What used to strand it (~20 % of episodes): a handle pointing away from the robot puts the gripper
     out of the Panda's reach over the peg; a yaw turn the wrong way round drives joint 7 into its limit,
@@ -165,18 +199,14 @@ class SquareExpert(WaypointExpert):
     and lifts and aligns again when the nut jams on the peg.
     """
 
-    phases = ("above", "descend", "grasp", "lift", "carry", "lower", "release", "retreat")
-    object_offset = 7  # robosuite lists <obj>_to_robot0_eef_pos and _quat first
     EMPTY_GAP = 0.01  # finger gap (m) below which the gripper holds nothing; the handle is 0.032 m wide
     # gripper yaw, relative to its yaw at reset, with joint 7 mid-range: robosuite's Panda starts it at
     # 0.82 rad of [-2.90, 2.90], and the gripper's yaw falls as joint 7 rises
     MID_RANGE_YAW = 0.82
 
     def __init__(self, peg: list[float], handle_offset: float = 0.054, carry_height: float = 1.05, **kwargs):
-        super().__init__(**kwargs)
-        self.peg = np.asarray(peg, dtype=np.float64)
+        super().__init__(peg, carry_height, **kwargs)
         self.handle_offset = handle_offset
-        self.carry_height = carry_height
         self.home_yaw: float | None = None
 
     def reset(self, seed: int | None = None) -> None:
@@ -189,7 +219,7 @@ class SquareExpert(WaypointExpert):
         qpos = np.asarray(obs["robot0_gripper_qpos"], dtype=np.float64)
         nut, _ = self._object(obs)
         name = self.phases[self.phase]
-        dropped = name == "lower" and nut[2] < self.peg[2] + 0.02 and np.linalg.norm(nut[:2] - self.peg[:2]) > 0.02
+        dropped = name == "lower" and nut[2] < self.place[2] + 0.02 and np.linalg.norm(nut[:2] - self.place[:2]) > 0.02
         if name in ("lift", "carry", "lower") and (qpos[0] - qpos[1] < self.EMPTY_GAP or dropped):
             self.phase, self.phase_steps = 0, 0  # missed the nut, or it slipped off beside the peg: grasp again
         elif name == "lower" and self.phase_steps >= 60:
@@ -217,39 +247,37 @@ class SquareExpert(WaypointExpert):
         allowed = [r for r in turns if abs(r) <= np.pi / 2 + 1e-3 and np.cos(nut_yaw + r) < 0.5]
         return min(allowed, key=lambda r: self._from_mid_range(eef_yaw, r))
 
-    def target(self, name, obs):
+    def _handle(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         nut, quat = self._object(obs)
-        eef = np.asarray(obs["robot0_eef_pos"], dtype=np.float64)
+        return nut + quat_to_mat(quat) @ np.array([self.handle_offset, 0.0, 0.0])
+
+    def grasp_goal(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return self._handle(obs) + [0, 0, -0.005]
+
+    def target(self, name: str, obs: dict[str, np.ndarray]) -> Target:
+        nut, quat = self._object(obs)
+        eef = self._eef(obs)
         nut_yaw = yaw_of(quat)
         eef_yaw = yaw_of(obs["robot0_eef_quat"])
-        handle = nut + quat_to_mat(quat) @ np.array([self.handle_offset, 0.0, 0.0])
-        grasp_yaw = self.grasp_yaw(nut_yaw)
+        handle = self._handle(obs)
         if name == "above":
             goal = handle + [0, 0, 0.08]
             # the wrist may settle a little short of the exact yaw: accept a looser one after a while
             yaw_tol = 0.05 if self.phase_steps < 60 else 0.15
-            return goal, grasp_yaw, OPEN, self._at(obs, goal, 0.012) and abs(wrap(nut_yaw - eef_yaw, np.pi)) < yaw_tol
+            done = self._at(obs, goal, 0.012) and abs(wrap(nut_yaw - eef_yaw, np.pi)) < yaw_tol
+            return goal, self.grasp_yaw(nut_yaw), OPEN, done
         if name == "descend":
             # hover until the fingers straddle the handle: descending off to one side lands a finger on the nut
             centred = np.linalg.norm(eef[:2] - handle[:2]) < 0.005 or self.phase_steps >= 15
-            goal = handle + [0, 0, -0.005] if centred else np.array([*handle[:2], eef[2]])
+            goal = self.grasp_goal(obs) if centred else np.array([*handle[:2], eef[2]])
             # the OSC settles a few mm short when a finger brushes the nut: grasp anyway after a while
-            return goal, grasp_yaw, OPEN, self._at(obs, goal, 0.006) or self.phase_steps >= 40
-        if name == "grasp":
-            return handle + [0, 0, -0.005], None, CLOSED, self.phase_steps >= 12
-        if name == "lift":
-            goal = np.array([eef[0], eef[1], self.carry_height])
-            return goal, None, CLOSED, eef[2] > self.carry_height - 0.03
+            return goal, self.grasp_yaw(nut_yaw), OPEN, self._at(obs, goal, 0.006) or self.phase_steps >= 40
+        if name not in ("carry", "lower"):
+            return super().target(name, obs)
         yaw = eef_yaw + self.carry_turn(nut_yaw, eef_yaw)
-        offset = eef[:2] - nut[:2]
-        aligned = abs(wrap(nut_yaw, np.pi / 2)) < 0.04
+        err = np.linalg.norm(nut[:2] - self.place[:2])
         if name == "carry":
-            goal = np.array([*(self.peg[:2] + offset), self.carry_height])
-            err = np.linalg.norm(nut[:2] - self.peg[:2])
-            return goal, yaw, CLOSED, (err < 0.004 and aligned) or (self.phase_steps >= 80 and err < 0.008)
-        if name == "lower":
-            goal = np.array([*(self.peg[:2] + offset), eef[2] - 0.05])
-            return goal, yaw, CLOSED, nut[2] < self.peg[2] + 0.02 and np.linalg.norm(nut[:2] - self.peg[:2]) < 0.02
-        if name == "release":
-            return eef, None, OPEN, self.phase_steps >= 8
-        return np.array([eef[0], eef[1], self.carry_height]), None, OPEN, False
+            aligned = abs(wrap(nut_yaw, np.pi / 2)) < 0.04
+            done = (err < 0.004 and aligned) or (self.phase_steps >= 80 and err < 0.008)
+            return self._over_place(obs, self.carry_height), yaw, CLOSED, done
+        return self._over_place(obs, eef[2] - 0.05), yaw, CLOSED, nut[2] < self.place[2] + 0.02 and err < 0.02
