@@ -125,7 +125,7 @@ class Policy(nn.Module):
         Heads that sample from up-front noise (diffusion, flow, consistency, regression) get their whole
         denoising loop plus the action unnormalization as one graph, which removes the per-step Python and
         kernel-launch overhead: multi-step sampling on small networks gets 20-35 % faster than even calling
-        the bare networks eagerly (scripts/bench_inference.py --compile). A compiled call costs ~65 us by
+        the bare networks eagerly (scripts/bench_inference.py --compile). A compiled call costs 25-65 us by
         itself on a small CPU, so 1-step heads gain nothing. The energy head differentiates while sampling and
         stays eager (a warning says so). The encoder stays eager too: inductor's CPU convolutions were slower
         than eager for ResNet-18/GN here. The first call per (batch size, steps) compiles (seconds for an MLP,
