@@ -34,7 +34,7 @@ HEAD_SETTINGS = [
     ("DDIM-10", "diffusion", {"sampler": "ddim", "inference_steps": 10}, 10),
     ("flow-10", "flow", {"inference_steps": 10}, 10),
     ("flow-1", "flow", {"inference_steps": 1}, 1),
-    ("consistency-1", "consistency", {}, 1),
+    ("consistency-1", "consistency", {"inference_steps": 1}, 1),
     ("energy-2", "energy", {"variant": "ebt", "inference": "descent", "descent_steps": 2}, 2),
     ("energy-10", "energy", {"variant": "ebt", "inference": "descent", "descent_steps": 10}, 10),
     ("regression", "regression", {}, None),
