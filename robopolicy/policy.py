@@ -7,6 +7,7 @@ come out unnormalized; normalization happens only here, so it cannot differ betw
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections import deque
 from collections.abc import Mapping
@@ -23,6 +24,17 @@ from robopolicy.nn.normalizer import Normalizer
 from robopolicy.specs import PolicyConfig
 
 ACTION_KEY = "action"
+
+
+def _compile_options() -> dict:
+    """Static shapes; module-attribute guards skipped and per-policy recompile counts where this torch has them."""
+    options: dict = {"dynamic": False}
+    skip_module_guards = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)  # recent torch
+    if skip_module_guards is not None:
+        options["options"] = {"guard_filter_fn": skip_module_guards}
+    if "isolate_recompiles" in inspect.signature(torch.compile).parameters:
+        options["isolate_recompiles"] = True  # compiling several policies would otherwise share one recompile budget
+    return options
 
 
 class Policy(nn.Module):
@@ -137,9 +149,7 @@ class Policy(nn.Module):
             warnings.warn(f"Policy.compile: the {self.head.name} head samples with autograd; it stays eager",
                           stacklevel=2)
             return self
-        options = {"dynamic": False, "isolate_recompiles": True,
-                   "options": {"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}, **compile_kwargs}
-        self._compiled_act = torch.compile(self._act_from_noise, **options)
+        self._compiled_act = torch.compile(self._act_from_noise, **{**_compile_options(), **compile_kwargs})
         return self
 
     @torch.no_grad()
