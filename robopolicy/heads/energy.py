@@ -29,8 +29,9 @@ class EnergyParams:
     variant: Literal["ibc", "ebt"] = "ibc"
     inference: Literal["dfo", "langevin", "descent"] = "langevin"
     num_counter_examples: int = 32
-    # > 0: counter-examples are Langevin samples of the current model (IBC's MCMC negatives). On the toy task this
-    # moved Langevin samples from the box edge (|chunk mean| 1.20) onto the data (1.03, data 1.00) at ~7x the cost
+    # > 0: counter-examples are Langevin samples of the current model (IBC's MCMC negatives). On the toy task
+    # (600 updates) 10 steps moved Langevin samples from the box edge (|chunk mean| 1.20) onto the data (1.03;
+    # data 1.00) at ~7x the training cost; 5 steps and 400 updates were not enough (1.20)
     negative_langevin_steps: int = 0
     dfo_samples: int = 256
     dfo_iters: int = 3
