@@ -130,6 +130,21 @@ def test_select_action_replans_every_n_action_steps() -> None:
     assert not policy._action_queue and not policy._frame_features
 
 
+def test_frames_encode_independently_and_act_matches_predict_action() -> None:
+    """encode = per-frame features concatenated; act(encode(obs)) is predict_action(obs)."""
+    policy = make_policy().eval()
+    obs = obs_batch(3)
+    frames = policy.encode_frames(obs)
+    assert frames.shape[:2] == (3, 2)
+    torch.testing.assert_close(frames.flatten(1), policy.encode(obs))
+    second = policy.encode_frames({k: v[:, 1:] for k, v in obs.items()})
+    torch.testing.assert_close(second[:, 0], frames[:, 1], atol=1e-5, rtol=1e-5)
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    torch.testing.assert_close(policy.act(policy.encode(obs), generator=g()), policy.predict_action(obs, generator=g()))
+    with pytest.raises(ValueError, match="expected shape"):
+        policy.encode({k: v[:, 1:] for k, v in obs.items()})  # one frame where the policy needs two
+
+
 def test_select_action_encodes_each_frame_once_and_only_when_used() -> None:
     """With 2 observation frames and 4 executed actions, a plan needs the frame before it and its own."""
     policy = make_policy().eval()
