@@ -143,6 +143,7 @@ class Policy(nn.Module):
         than eager for ResNet-18/GN here. The first call per (batch size, steps) compiles (seconds for an MLP,
         minutes for DDPM-100). Guards on module attributes are skipped, so the graph keeps eval-mode behaviour;
         weights may still be updated in place. `generator` stays reproducible: the noise is drawn eagerly from it.
+        Keyword arguments go to `torch.compile` (on a GPU, mode="reduce-overhead" adds CUDA graphs; untested here).
         """
         self.eval()
         if not self.head.samples_from_noise:

@@ -6,7 +6,7 @@ unnormalized chunk out. Bare = the encoder forward plus a replay of exactly the 
 made (recorded with a forward hook; with the input-gradient backward where the head needed one, as the
 energy head does). Overhead = end_to_end / bare - 1: the cost of everything that is not the networks.
 The energy head's network is its backbone plus the scalar read-out, so both are replayed.
-With --compile, `Policy.compile()` is timed too (one graph for the whole path; compile seconds reported) and
+With --compile, `Policy.compile()` is timed too (one graph for the sampling loop; compile seconds reported) and
 its overhead is taken against the same eager bare figure: what a user saves over calling the networks by hand.
 For camera settings with two observation frames, the closed-loop `select_action` latencies are reported too.
 Medians over many repeats after warm-up; all figures come from the same process, so ratios are stable.
@@ -179,7 +179,7 @@ def closed_loop(repeats: int, settings: list[str], heads: list[str]) -> list[dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=50, help="timed calls per row (medians are reported)")
     parser.add_argument("--settings", default=",".join(BACKBONES), help=f"subset of {list(BACKBONES)}")
     parser.add_argument("--heads", default=",".join(h[0] for h in HEAD_SETTINGS),
                         help=f"subset of {[h[0] for h in HEAD_SETTINGS]}")
@@ -187,7 +187,7 @@ def main() -> None:
                         help="torch threads (default 1: on a 2-core machine two threads collapse under any other load)")
     parser.add_argument("--compile", action="store_true",
                         help="also time Policy.compile() (needs a C++ compiler; seconds to a minute per row)")
-    parser.add_argument("--json", default="bench_inference.json")
+    parser.add_argument("--json", default="bench_inference.json", help="where to write every row as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings, heads = args.settings.split(","), args.heads.split(",")
