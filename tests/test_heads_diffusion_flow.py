@@ -152,3 +152,29 @@ def test_ddpm_sampling_is_stochastic_but_reproducible() -> None:
     c = head.sample(cond, steps=5, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_stochastic_sampling_matches_a_diffusers_loop_fed_the_same_noise(sampler: str, monkeypatch) -> None:
+    """With all noise drawn up front, slot 0 starts the chain and slot k+1 is step k's variance noise."""
+    import diffusers.schedulers.scheduling_ddpm as ddpm_module
+
+    steps = 5
+    head = make("diffusion", sampler=sampler, eta=1.0)
+    cond = torch.randn(3, 3)
+    noise = torch.randn(head.noise_shape(3, steps), generator=torch.Generator().manual_seed(9))
+    assert noise.shape == (3, steps, 4, 2)  # the last step adds no noise
+    ours = head.sample_from_noise(cond, noise, steps)
+    kwargs = dict(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", clip_sample=True)
+    sched = DDPMScheduler(**kwargs) if sampler == "ddpm" else DDIMScheduler(**kwargs)
+    sched.set_timesteps(steps)
+    step_noise = iter(noise[:, 1:].unbind(1))
+    monkeypatch.setattr(ddpm_module, "randn_tensor", lambda *args, **kw: next(step_noise))
+    x = noise[:, 0]
+    for t in sched.timesteps:
+        out = head.net(x, t.expand(3), cond)
+        if sampler == "ddpm":
+            x = sched.step(out, t, x).prev_sample
+        else:
+            x = sched.step(out, t, x, eta=1.0, variance_noise=next(step_noise) if t > 0 else None).prev_sample
+    torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
