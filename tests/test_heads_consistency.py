@@ -122,3 +122,17 @@ def test_distill_policy_shares_conditioning_and_freezes_encoder() -> None:
     loss.backward()
     assert student.head.params.mode == "distillation" and torch.isfinite(loss)
     assert not any(k.startswith("head._teacher") for k in student.state_dict())
+
+
+def test_multistep_sampling_restarts_from_the_noise_slots() -> None:
+    """Step 0 denoises sigma_max * noise[:, 0]; each restart adds sqrt(sigma^2 - sigma_min^2) * noise[:, k]."""
+    head = make_head()
+    cond = torch.randn(4, COND_DIM)
+    noise = torch.randn(head.noise_shape(4, 3), generator=torch.Generator().manual_seed(1))
+    sigmas = head.sampling_sigmas(3).tolist()
+    x = sigmas[0] * noise[:, 0]
+    for k, sigma in enumerate(sigmas):
+        a = head.denoise(x, torch.full((4,), sigma), cond)  # the tensor (training) form of the same function
+        if k + 1 < len(sigmas):
+            x = a + (sigmas[k + 1] ** 2 - head.params.sigma_min ** 2) ** 0.5 * noise[:, k + 1]
+    torch.testing.assert_close(head.sample_from_noise(cond, noise, 3), a, rtol=1e-4, atol=1e-5)
