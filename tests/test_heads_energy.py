@@ -50,19 +50,23 @@ def test_loss_is_finite_and_trains_all_parameters(variant: str) -> None:
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
 
 
-def test_mcmc_counter_examples_follow_the_model_and_carry_no_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mcmc_counter_examples_follow_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """With negative_langevin_steps, the InfoNCE negatives are Langevin samples of the current energy."""
     head = make_head(num_counter_examples=8, negative_langevin_steps=3)
     seen = []
     original = head.energy
     monkeypatch.setattr(head, "energy", lambda x, cond: seen.append(x) or original(x, cond))
     cond, actions = bimodal_batch(6, torch.Generator().manual_seed(0))
+    torch.manual_seed(3)
+    start = torch.empty(6, 8, HORIZON, ACTION_DIM).uniform_(-1.0, 1.0)  # what the chain starts from
+    torch.manual_seed(3)
     loss = head.loss(cond, actions)
     loss.backward()
     assert torch.isfinite(loss)
     assert len(seen) == 3 + 1  # three Langevin steps on the negatives, then one InfoNCE evaluation
     negatives = seen[-1].view(6, 9, HORIZON, ACTION_DIM)[:, 1:]
     assert negatives.abs().max() <= 1.0 and not negatives.requires_grad
+    assert (negatives - start).abs().max() > 1e-3  # moved by the Langevin steps
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
 
 

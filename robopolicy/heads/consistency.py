@@ -87,8 +87,7 @@ class ConsistencyHead(Head):
 
     # ---- the consistency function ---------------------------------------------------------------------------
 
-    def denoise(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor,
-                x_scale: float = 1.0) -> torch.Tensor:
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
         """f_theta(x, sigma) = c_skip x + c_out F(c_in x, c_noise); sigma is (B,), or one float for the batch.
 
         The float form (used when sampling) keeps the coefficients in Python, which halves 1-step latency
@@ -105,8 +104,7 @@ class ConsistencyHead(Head):
         c_skip = p.sigma_data ** 2 / ((s - p.sigma_min) ** 2 + p.sigma_data ** 2)
         c_out = p.sigma_data * (s - p.sigma_min) / (s ** 2 + p.sigma_data ** 2) ** 0.5
         c_in = 1.0 / (s ** 2 + p.sigma_data ** 2) ** 0.5
-        # x_scale * x is the input: sampling starts from unit noise without a kernel to scale it by sigma_max
-        return axpby(c_skip * x_scale, x, c_out, self.net((c_in * x_scale) * x, c_noise, cond))
+        return axpby(c_skip, x, c_out, self.net(c_in * x, c_noise, cond))
 
     def karras_sigmas(self, n: int, device: torch.device | None = None, top: float | None = None) -> torch.Tensor:
         """n noise levels from sigma_min to `top` (default sigma_max), ascending, uniform in sigma^(1/rho)."""
@@ -209,10 +207,9 @@ class ConsistencyHead(Head):
         if steps not in self._sigma_lists:  # cached: building the grid costs more than a small network forward
             self._sigma_lists[steps] = self.sampling_sigmas(steps).tolist()
         sigmas = self._sigma_lists[steps]
-        x, x_scale = noise[:, 0], sigmas[0]
+        x = noise[:, 0] * sigmas[0]
         for k, sigma in enumerate(sigmas):
-            a = self.denoise(x, sigma, cond, x_scale)
-            x_scale = 1.0
+            a = self.denoise(x, sigma, cond)
             if k + 1 < len(sigmas):
                 x = torch.add(a, noise[:, k + 1], alpha=math.sqrt(sigmas[k + 1] ** 2 - self.params.sigma_min ** 2))
         return a

@@ -103,7 +103,7 @@ class EnergyHead(Head):
             flat = negatives.flatten(0, 1)
             for k in range(self.params.negative_langevin_steps):
                 flat = self._langevin_step(flat, cond_rep, k, self.params.negative_langevin_steps, None)
-            negatives = flat.detach().view_as(negatives)
+            negatives = flat.view_as(negatives)  # input gradients only: no graph back to the parameters
         candidates = torch.cat([actions.unsqueeze(1), negatives], 1).flatten(0, 1)
         logits = -self.energy(candidates, cond.repeat_interleave(n + 1, 0)).view(b, n + 1)
         return F.cross_entropy(logits, torch.zeros(b, dtype=torch.long, device=actions.device))

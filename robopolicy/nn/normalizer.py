@@ -25,15 +25,6 @@ class _Affine(nn.Module):
         super().__init__()
         self.register_buffer("scale", torch.ones(dim))
         self.register_buffer("offset", torch.zeros(dim))
-        # the inverse map, derived rather than saved, makes unnormalizing one fused multiply-add
-        self.register_buffer("inv_scale", torch.ones(dim), persistent=False)
-        self.register_buffer("inv_offset", torch.zeros(dim), persistent=False)
-        self.register_load_state_dict_post_hook(lambda module, _incompatible: module.refresh_inverse())
-
-    @torch.no_grad()
-    def refresh_inverse(self) -> None:
-        self.inv_scale.copy_(self.scale.reciprocal())
-        self.inv_offset.copy_(-self.offset * self.inv_scale)
 
 
 class Normalizer(nn.Module):
@@ -75,7 +66,6 @@ class Normalizer(nn.Module):
                                  f"expected {tuple(p.scale.shape)}")
             p.scale.copy_(scale)
             p.offset.copy_(offset)
-            p.refresh_inverse()
 
     def normalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
         p = self._by_key[key]
@@ -83,4 +73,4 @@ class Normalizer(nn.Module):
 
     def unnormalize(self, key: str, y: torch.Tensor) -> torch.Tensor:
         p = self._by_key[key]
-        return torch.addcmul(p.inv_offset, y, p.inv_scale)
+        return (y - p.offset).div_(p.scale)
