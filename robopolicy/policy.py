@@ -27,11 +27,14 @@ ACTION_KEY = "action"
 
 
 def _compile_options() -> dict:
-    """Static shapes; module-attribute guards skipped and per-policy recompile counts where this torch has them."""
-    options: dict = {"dynamic": False}
+    """Static shapes, no redundant input checks; module guards skipped and per-policy recompile counts where
+    this torch has them."""
+    # inductor's size asserts re-check what Dynamo's tensor guards already check (shapes are static): ~15 us a call
+    inductor: dict = {"size_asserts": False}
     skip_module_guards = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)  # recent torch
     if skip_module_guards is not None:
-        options["options"] = {"guard_filter_fn": skip_module_guards}
+        inductor["guard_filter_fn"] = skip_module_guards
+    options: dict = {"dynamic": False, "options": inductor}
     if "isolate_recompiles" in inspect.signature(torch.compile).parameters:
         options["isolate_recompiles"] = True  # compiling several policies would otherwise share one recompile budget
     return options
@@ -50,7 +53,8 @@ class Policy(nn.Module):
         self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
         self._frame_features: deque[torch.Tensor] = deque(maxlen=config.n_obs_steps)
         self._action_queue: deque[torch.Tensor] = deque()
-        self._compiled_act = None  # set by compile()
+        self._compiled_act = None  # set by compile(): sampling + unnormalization
+        self._compiled_predict = None  # set by compile() for camera-free policies: all of predict_action
 
     @property
     def device(self) -> torch.device:
@@ -109,40 +113,58 @@ class Policy(nn.Module):
     def unnormalize_action(self, chunk: torch.Tensor) -> torch.Tensor:
         return self.normalizer.unnormalize(ACTION_KEY, chunk)
 
-    @torch.no_grad()
+    # Inference entry points use `with torch.no_grad()` rather than the decorator: the decorator form costs
+    # 6-8 us per call (it builds a fresh context manager), a few percent of a 1-step head on a small MLP.
+
     def predict_action(self, obs: Mapping[str, torch.Tensor], steps: int | None = None,
                        generator: torch.Generator | None = None) -> torch.Tensor:
         """Unnormalized action chunk (B, horizon, action_dim); index 0 is the action for the current step."""
-        return self._act(self.encode(obs), steps, generator)
+        if self._compiled_predict is not None and generator is None:
+            steps = self.head.resolve_steps(steps)  # None and the default share one graph
+            self.head.prepare_sampling(steps)
+            return self._compiled_predict(obs, steps)
+        with torch.no_grad():
+            return self._act(self.encode(obs), steps, generator)
 
-    @torch.no_grad()
+    def _predict_eagerly(self, obs: Mapping[str, torch.Tensor], steps: int | None) -> torch.Tensor:
+        with torch.no_grad():
+            return self._act_eagerly(self.encode(obs), steps, None)
+
     def act(self, cond: torch.Tensor, steps: int | None = None,
             generator: torch.Generator | None = None) -> torch.Tensor:
         """Unnormalized action chunk from conditioning vectors (B, C) (what `encode` returns)."""
-        return self._act(cond, steps, generator)
+        with torch.no_grad():
+            return self._act(cond, steps, generator)
 
     def _act(self, cond: torch.Tensor, steps: int | None, generator: torch.Generator | None) -> torch.Tensor:
         if self._compiled_act is None:
-            return self.unnormalize_action(self.head.sample(cond, steps=steps, generator=generator))
+            return self._act_eagerly(cond, steps, generator)
         steps = self.head.resolve_steps(steps)
+        self.head.prepare_sampling(steps)
         noise = randn(self.head.noise_shape(cond.shape[0], steps), generator, cond)
         return self._compiled_act(cond, noise, steps)
+
+    def _act_eagerly(self, cond: torch.Tensor, steps: int | None, generator: torch.Generator | None) -> torch.Tensor:
+        return self.unnormalize_action(self.head.sample(cond, steps=steps, generator=generator))
 
     def _act_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
         return self.unnormalize_action(self.head.sample_from_noise(cond, noise, steps))
 
     def compile(self, **compile_kwargs) -> "Policy":  # type: ignore[override]
-        """Compile the sampling loop with `torch.compile` for deployment; returns self, in eval mode.
+        """Compile inference with `torch.compile` for deployment; returns self, in eval mode.
 
         Heads that sample from up-front noise (diffusion, flow, consistency, regression) get their whole
         denoising loop plus the action unnormalization as one graph, which removes the per-step Python and
         kernel-launch overhead: multi-step sampling on small networks gets 20-35 % faster than even calling
-        the bare networks eagerly (scripts/bench_inference.py --compile). A compiled call costs 25-65 us by
-        itself on a small CPU, so 1-step heads gain nothing. The energy head differentiates while sampling and
-        stays eager (a warning says so). The encoder stays eager too: inductor's CPU convolutions were slower
-        than eager for ResNet-18/GN here. The first call per (batch size, steps) compiles (seconds for an MLP,
-        minutes for DDPM-100). Guards on module attributes are skipped, so the graph keeps eval-mode behaviour;
-        weights may still be updated in place. `generator` stays reproducible: the noise is drawn eagerly from it.
+        the bare networks eagerly (scripts/bench_inference.py --compile). Camera-free policies compile the whole
+        `predict_action` (normalization and low-dim encoder included): one compiled call of fixed cost (25-65 us
+        on a small CPU) then replaces a dozen eager element-wise kernels and Python layers, so even 1-step heads on
+        a 0.15 ms MLP come within a few percent of the bare network forwards. With cameras the encoder stays
+        eager (inductor's CPU convolutions were slower than eager for ResNet-18/GN here; there the image
+        encoding dominates anyway). The energy head differentiates while sampling and stays eager (a warning
+        says so). The first call per (batch size, steps) compiles (seconds for an MLP, minutes for DDPM-100).
+        Guards on module attributes are skipped, so the graph keeps eval-mode behaviour; weights may still be
+        updated in place. `generator` stays reproducible: the noise is drawn eagerly from it.
         Keyword arguments go to `torch.compile` (on a GPU, mode="reduce-overhead" adds CUDA graphs; untested here).
         """
         self.eval()
@@ -150,7 +172,18 @@ class Policy(nn.Module):
             warnings.warn(f"Policy.compile: the {self.head.name} head samples with autograd; it stays eager",
                           stacklevel=2)
             return self
-        self._compiled_act = torch.compile(self._act_from_noise, **{**_compile_options(), **compile_kwargs})
+        options = {**_compile_options(), **compile_kwargs}
+        # closures over the policy, not bound methods: Dynamo then treats the policy as a module whose guards
+        # are skipped, while a bound method's `self` keeps ~20 us per call of attribute guards
+        policy = self
+        self._compiled_act = torch.compile(lambda cond, noise, steps: policy._act_from_noise(cond, noise, steps),
+                                           **options)
+        if not self.encoder.rgb_keys:
+            # the whole eager predict_action, noise draw included; fallback_random makes inductor draw with
+            # torch's own generator, so compiled and eager actions agree under the same torch.manual_seed
+            inductor = {**options.get("options", {}), "fallback_random": True}
+            self._compiled_predict = torch.compile(
+                lambda obs, steps: policy._predict_eagerly(obs, steps), **{**options, "options": inductor})
         return self
 
     @torch.no_grad()

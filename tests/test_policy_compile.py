@@ -1,9 +1,10 @@
-"""Policy.compile(): the compiled sampling loop gives the eager loop's actions for the same generator."""
+"""Policy.compile(): compiled inference gives the eager actions for the same generator or the same global seed."""
 
 from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -32,6 +33,55 @@ def test_compiled_sampling_matches_eager(head: str) -> None:
             p_compiled.mul_(0.5)
     torch.testing.assert_close(compiled.predict_action(obs, generator=torch.Generator().manual_seed(5)),
                                eager.predict_action(obs, generator=torch.Generator().manual_seed(5)),
+                               atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("head", ["diffusion", "flow", "consistency"])
+def test_compiled_whole_predict_matches_eager_under_the_global_seed(head: str) -> None:
+    """Camera-free policies compile all of predict_action, the noise draw included (DDPM draws at every step)."""
+    eager = make_policy(head=head, rgb=False).eval()
+    compiled = make_policy(head=head, rgb=False).compile()
+    obs = obs_batch(3, rgb=False)
+    actions = {}
+    for name, policy in (("eager", eager), ("compiled", compiled)):
+        torch.manual_seed(11)
+        actions[name] = [policy.predict_action(obs), policy.predict_action(obs, steps=2)]
+    for got, expected in zip(actions["compiled"], actions["eager"]):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert not torch.equal(actions["eager"][0], actions["eager"][1])  # fresh noise per call, not a replay
+
+
+def test_compiled_predict_follows_a_refitted_normalizer_and_takes_numpy() -> None:
+    eager = make_policy(head="flow", rgb=False).eval()
+    compiled = make_policy(head="flow", rgb=False).compile()
+    obs = obs_batch(2, rgb=False)
+    compiled.predict_action(obs)
+    stats = {k: {s: 3 * v for s, v in d.items()} for k, d in tiny_stats({"state": 3}, 2).items()}
+    for policy in (eager, compiled):
+        policy.fit_normalizer(stats)  # in-place buffer updates after compiling must be seen
+    torch.manual_seed(3)
+    expected = eager.predict_action(obs)
+    for observation in (obs, {k: v.numpy() for k, v in obs.items()}):
+        torch.manual_seed(3)
+        torch.testing.assert_close(compiled.predict_action(observation), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_compiled_predict_rejects_bad_observations_like_eager() -> None:
+    compiled = make_policy(head="flow", rgb=False).compile()
+    compiled.predict_action(obs_batch(2, rgb=False))
+    with pytest.raises(KeyError, match="missing key 'state'"):
+        compiled.predict_action({"joints": torch.zeros(2, 2, 3)})
+    with pytest.raises(ValueError, match=r"'state': expected shape \(B, 2, 3\)"):
+        compiled.predict_action({"state": torch.zeros(2, 2, 4)})
+
+
+def test_compiled_camera_policy_matches_eager() -> None:
+    """With cameras the encoder stays eager and the sampling loop is compiled."""
+    eager = make_policy(head="flow", rgb=True).eval()
+    compiled = make_policy(head="flow", rgb=True).compile()
+    obs = obs_batch(2, rgb=True)
+    torch.testing.assert_close(compiled.predict_action(obs, generator=torch.Generator().manual_seed(2)),
+                               eager.predict_action(obs, generator=torch.Generator().manual_seed(2)),
                                atol=1e-5, rtol=1e-4)
 
 

@@ -110,6 +110,13 @@ class Head(nn.Module, ABC):
         """The number of inference steps `sample` uses when given `steps` (None: the configured default)."""
         return steps or self.default_chain_steps()
 
+    def prepare_sampling(self, steps: int) -> None:
+        """Compute and cache the per-step-count constants of sampling (schedules, noise levels).
+
+        `Policy.compile` calls this eagerly before each compiled call, so the graph reads them as constants
+        instead of filling a cache while being traced (which would cost a graph break and a recompile).
+        """
+
     def noise_shape(self, batch: int, steps: int) -> tuple[int, ...]:
         """Shape (B, slots, T, D) of the standard-normal noise one `sample` call consumes."""
         return (batch, 1, *self.chunk_shape)

@@ -202,10 +202,13 @@ class ConsistencyHead(Head):
         """The start at sigma_max plus one restart per later step."""
         return (batch, steps, *self.chunk_shape)
 
-    def sample_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
-        """Multistep consistency sampling; steps=1 is a single network evaluation at sigma_max."""
+    def prepare_sampling(self, steps: int) -> None:
         if steps not in self._sigma_lists:  # cached: building the grid costs more than a small network forward
             self._sigma_lists[steps] = self.sampling_sigmas(steps).tolist()
+
+    def sample_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
+        """Multistep consistency sampling; steps=1 is a single network evaluation at sigma_max."""
+        self.prepare_sampling(steps)
         sigmas = self._sigma_lists[steps]
         x = noise[:, 0] * sigmas[0]
         for k, sigma in enumerate(sigmas):

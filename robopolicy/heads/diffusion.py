@@ -65,6 +65,9 @@ class DiffusionHead(Head):
         target = noise if self.params.prediction_type == "epsilon" else actions
         return F.mse_loss(pred, target)
 
+    def prepare_sampling(self, steps: int) -> None:
+        self._schedule(steps)
+
     def noise_shape(self, batch: int, steps: int) -> tuple[int, ...]:
         """The initial latent, plus one noise draw per step but the last for stochastic samplers."""
         stochastic = self.params.sampler == "ddpm" or self.params.eta > 0
