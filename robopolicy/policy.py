@@ -156,15 +156,15 @@ class Policy(nn.Module):
         Heads that sample from up-front noise (diffusion, flow, consistency, regression) get their whole
         denoising loop plus the action unnormalization as one graph, which removes the per-step Python and
         kernel-launch overhead: multi-step sampling on small networks gets 20-35 % faster than even calling
-        the bare networks eagerly (scripts/bench_inference.py --compile). Camera-free policies compile the whole
-        `predict_action` (normalization and low-dim encoder included): one compiled call of fixed cost (25-65 us
-        on a small CPU) then replaces a dozen eager element-wise kernels and Python layers, so even 1-step heads on
-        a 0.15 ms MLP come within a few percent of the bare network forwards. With cameras the encoder stays
-        eager (inductor's CPU convolutions were slower than eager for ResNet-18/GN here; there the image
-        encoding dominates anyway). The energy head differentiates while sampling and stays eager (a warning
+        the bare networks eagerly (scripts/bench_inference.py --compile). Camera-free policies compile all of
+        `predict_action` (normalization, low-dim encoder and noise draws included). A compiled call has a fixed
+        cost (~30 us of Python in torch.compile's wrappers on a small CPU), so 1-step heads on a 0.2 ms MLP gain
+        nothing. With cameras the encoder stays eager (inductor's CPU convolutions were slower than eager for
+        ResNet-18/GN here; there the image encoding dominates anyway). The energy head differentiates while sampling and stays eager (a warning
         says so). The first call per (batch size, steps) compiles (seconds for an MLP, minutes for DDPM-100).
         Guards on module attributes are skipped, so the graph keeps eval-mode behaviour; weights may still be
-        updated in place. `generator` stays reproducible: the noise is drawn eagerly from it.
+        updated in place. A `generator` stays reproducible (its noise is drawn eagerly), and without one the
+        compiled path draws from torch's global generator exactly as the eager path does.
         Keyword arguments go to `torch.compile` (on a GPU, mode="reduce-overhead" adds CUDA graphs; untested here).
         """
         self.eval()

@@ -4,10 +4,14 @@
 End to end = `Policy.predict_action(obs)`: raw observation dict in (uint8 images, float state),
 unnormalized chunk out. Bare = the encoder forward plus a replay of exactly the backbone calls the head
 made (recorded with a forward hook; with the input-gradient backward where the head needed one, as the
-energy head does). Overhead = end_to_end / bare - 1: the cost of everything that is not the networks.
+energy head does), timed as one function like the end-to-end call, so both pay the same per-call cache misses
+(timing the encoder and the backbone replay separately overstated the bare cost of 0.2 ms networks by ~10 %,
+and so understated their overhead).
+Overhead = end_to_end / bare - 1: the cost of everything that is not the networks.
 The energy head's network is its backbone plus the scalar read-out, so both are replayed.
-With --compile, `Policy.compile()` is timed too (one graph for the sampling loop; compile seconds reported) and
-its overhead is taken against the same eager bare figure: what a user saves over calling the networks by hand.
+With --compile, `Policy.compile()` is timed too (one graph for all of predict_action without cameras, for the
+sampling loop with cameras; compile seconds reported) and its overhead is taken against the same eager bare
+figure: what a user saves over calling the networks by hand.
 For camera settings with two observation frames, the closed-loop `select_action` latencies are reported too.
 Medians over many repeats after warm-up; all figures come from the same process, so ratios are stable.
 

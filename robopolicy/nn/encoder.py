@@ -37,7 +37,10 @@ class CameraEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = rearrange(images, "n h w c -> n c h w").float() / 255.0
-        x = self.crop(x)
+        # the HWC -> CHW rearrange leaves channels-last strides (a non-dense view after a center crop); CPU
+        # convolutions at batch 1 then take a slow path that copies at every layer. One copy to plain NCHW here
+        # halves batch-1 encoding (22 -> 10.5 ms for ResNet-18/GN at 76x76) and leaves training speed unchanged.
+        x = self.crop(x).contiguous()
         return self.out(self.keypoints(self.trunk(x)))
 
 
