@@ -40,6 +40,16 @@ def _compile_options() -> dict:
     return options
 
 
+def _can_trace_autograd() -> bool:
+    """Whether Dynamo can put torch.autograd.grad (the energy head's input gradients) into a graph (recent torch)."""
+    return hasattr(torch._dynamo.config, "trace_autograd_ops")  # imports Dynamo: call only when compiling
+
+
+def _tracing_autograd(compiled):
+    """`compiled`, called with Dynamo tracing autograd ops (the flag is set only around these calls)."""
+    return torch._dynamo.config.patch(trace_autograd_ops=True)(compiled)
+
+
 class Policy(nn.Module):
     def __init__(self, config: PolicyConfig) -> None:
         super().__init__()
@@ -153,37 +163,44 @@ class Policy(nn.Module):
     def compile(self, **compile_kwargs) -> "Policy":  # type: ignore[override]
         """Compile inference with `torch.compile` for deployment; returns self, in eval mode.
 
-        Heads that sample from up-front noise (diffusion, flow, consistency, regression) get their whole
-        denoising loop plus the action unnormalization as one graph, which removes the per-step Python and
-        kernel-launch overhead: multi-step sampling on small networks gets 20-35 % faster than even calling
-        the bare networks eagerly (scripts/bench_inference.py --compile). Camera-free policies compile all of
-        `predict_action` (normalization, low-dim encoder and noise draws included). A compiled call has a fixed
-        cost (~30 us of Python in torch.compile's wrappers on a small CPU), so 1-step heads on a 0.2 ms MLP gain
-        nothing. With cameras the encoder stays eager (inductor's CPU convolutions were slower than eager for
-        ResNet-18/GN here; there the image encoding dominates anyway). The energy head differentiates while sampling and stays eager (a warning
-        says so). The first call per (batch size, steps) compiles (seconds for an MLP, minutes for DDPM-100).
+        Camera-free policies compile all of `predict_action` (normalization, low-dim encoder, noise draws,
+        sampling loop, unnormalization) into one graph, for every head: the energy head's input gradients are
+        traced too (Dynamo's `trace_autograd_ops`, where the installed torch has it). With cameras the encoder
+        stays eager (inductor's CPU convolutions were slower than eager for ResNet-18/GN here; the image encoding
+        dominates anyway) and heads that sample from up-front noise get their sampling loop plus the
+        unnormalization compiled; the energy head then stays eager (a warning says so). Multi-step sampling on
+        small networks gets 30-45 % faster than even calling the bare networks eagerly, energy descent ~3x
+        (scripts/bench_inference.py --compile). A compiled call has a fixed cost (~30 us of Python in
+        torch.compile's wrappers on a small CPU), so 1-step heads on a 0.2 ms MLP gain nothing.
+        The first call per (batch size, steps) compiles (seconds for an MLP, a minute for DDPM-100).
         Guards on module attributes are skipped, so the graph keeps eval-mode behaviour; weights may still be
-        updated in place. A `generator` stays reproducible (its noise is drawn eagerly), and without one the
-        compiled path draws from torch's global generator exactly as the eager path does.
-        Keyword arguments go to `torch.compile` (on a GPU, mode="reduce-overhead" adds CUDA graphs; untested here).
+        updated in place. A `generator` stays reproducible (its noise is drawn eagerly; the energy head then runs
+        eagerly), and without one the compiled path draws from torch's global generator exactly as the eager
+        path does. Keyword arguments go to `torch.compile` (on a GPU, mode="reduce-overhead" adds CUDA graphs;
+        untested here).
         """
         self.eval()
-        if not self.head.samples_from_noise:
-            warnings.warn(f"Policy.compile: the {self.head.name} head samples with autograd; it stays eager",
-                          stacklevel=2)
+        differentiates = not self.head.samples_from_noise  # the energy head takes input gradients while sampling
+        compilable_predict = not self.encoder.rgb_keys and (not differentiates or _can_trace_autograd())
+        if differentiates and not compilable_predict:
+            why = "it has cameras" if self.encoder.rgb_keys else "this torch cannot trace torch.autograd.grad"
+            warnings.warn(f"Policy.compile: the {self.head.name} head samples with autograd and {why}; "
+                          "it stays eager", stacklevel=2)
             return self
         options = {**_compile_options(), **compile_kwargs}
         # closures over the policy, not bound methods: Dynamo then treats the policy as a module whose guards
         # are skipped, while a bound method's `self` keeps ~20 us per call of attribute guards
         policy = self
-        self._compiled_act = torch.compile(lambda cond, noise, steps: policy._act_from_noise(cond, noise, steps),
-                                           **options)
-        if not self.encoder.rgb_keys:
-            # the whole eager predict_action, noise draw included; fallback_random makes inductor draw with
-            # torch's own generator, so compiled and eager actions agree under the same torch.manual_seed
+        if not differentiates:
+            self._compiled_act = torch.compile(
+                lambda cond, noise, steps: policy._act_from_noise(cond, noise, steps), **options)
+        if compilable_predict:
+            # fallback_random makes inductor draw with torch's own generator, so compiled and eager actions agree
+            # under the same torch.manual_seed
             inductor = {**options.get("options", {}), "fallback_random": True}
-            self._compiled_predict = torch.compile(
-                lambda obs, steps: policy._predict_eagerly(obs, steps), **{**options, "options": inductor})
+            predict = torch.compile(lambda obs, steps: policy._predict_eagerly(obs, steps),
+                                    **{**options, "options": inductor})
+            self._compiled_predict = _tracing_autograd(predict) if differentiates else predict
         return self
 
     @torch.no_grad()

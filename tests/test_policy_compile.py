@@ -96,9 +96,10 @@ def test_compiled_closed_loop_matches_eager() -> None:
     torch.testing.assert_close(actions["compiled"], actions["eager"], atol=1e-5, rtol=1e-4)
 
 
-def policy_with_head(name: str) -> Policy:
-    cfg = tiny_config(rgb=False)
-    cfg.head = HeadConfig(name, {})
+def policy_with_head(name: str, params: dict | None = None, rgb: bool = False) -> Policy:
+    torch.manual_seed(0)
+    cfg = tiny_config(rgb=rgb)
+    cfg.head = HeadConfig(name, params or {})
     policy = Policy(cfg)
     policy.fit_normalizer(tiny_stats({"state": 3}, 2))
     return policy
@@ -112,8 +113,26 @@ def test_compiled_regression_matches_eager() -> None:
     torch.testing.assert_close(compiled.compile().predict_action(obs), eager.predict_action(obs))
 
 
-def test_compile_leaves_the_energy_head_eager_and_says_so() -> None:
-    policy = policy_with_head("energy")
-    with pytest.warns(UserWarning, match="stays eager"):
+@pytest.mark.parametrize("params", [{"variant": "ebt", "inference": "descent", "descent_steps": 3},
+                                    {"variant": "ibc", "inference": "langevin", "langevin_steps": 4}])
+def test_compiled_energy_head_traces_its_input_gradients(params: dict) -> None:
+    """Gradient descent / Langevin on the energy, noise included, in one graph: same actions as eager."""
+    eager = policy_with_head("energy", params).eval()
+    compiled = policy_with_head("energy", params).compile()
+    obs = obs_batch(3, rgb=False)
+    actions = {}
+    for name, policy in (("eager", eager), ("compiled", compiled)):
+        torch.manual_seed(5)
+        actions[name] = policy.predict_action(obs)
+        # with a generator the energy head runs eagerly, reproducibly
+        actions[name + "-generator"] = policy.predict_action(obs, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(actions["compiled"], actions["eager"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(actions["compiled-generator"], actions["eager-generator"])
+    assert compiled._compiled_predict is not None
+
+
+def test_compile_leaves_the_energy_head_with_cameras_eager_and_says_so() -> None:
+    policy = policy_with_head("energy", rgb=True)
+    with pytest.warns(UserWarning, match="it has cameras; it stays eager"):
         policy.compile()
-    assert policy.predict_action(obs_batch(2, rgb=False)).shape == (2, 8, 2)
+    assert policy.predict_action(obs_batch(2, rgb=True)).shape == (2, 8, 2)
