@@ -136,3 +136,17 @@ def test_compile_leaves_the_energy_head_with_cameras_eager_and_says_so() -> None
     with pytest.warns(UserWarning, match="it has cameras; it stays eager"):
         policy.compile()
     assert policy.predict_action(obs_batch(2, rgb=True)).shape == (2, 8, 2)
+
+
+@pytest.mark.parametrize("head", ["diffusion", "consistency"])
+def test_compiled_predict_is_one_graph_without_recompiles(head: str) -> None:
+    """Schedules are cached eagerly (Head.prepare_sampling), not while being traced: no graph break, no recompile."""
+    from torch._dynamo.utils import counters
+
+    policy = make_policy(head=head, rgb=False).compile()
+    obs = obs_batch(2, rgb=False)
+    counters.clear()
+    for steps in (None, None, 3, 2, 2):  # None is the configured 3 steps: the same graph
+        policy.predict_action(obs, steps=steps)
+    assert counters["stats"]["unique_graphs"] == 2
+    assert not counters["graph_break"]
