@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robopolicy.aot import PolicySnapshot
 from robopolicy.heads import Chain, build_head
 from robopolicy.heads.base import randn
 from robopolicy.nn.encoder import ObsEncoder
@@ -65,6 +66,7 @@ class Policy(nn.Module):
         self._action_queue: deque[torch.Tensor] = deque()
         self._compiled_act = None  # set by compile(): sampling + unnormalization
         self._compiled_predict = None  # set by compile() for camera-free policies: all of predict_action
+        self._snapshot: PolicySnapshot | None = None  # set by compile(ahead_of_time=True)
 
     @property
     def device(self) -> torch.device:
@@ -129,6 +131,11 @@ class Policy(nn.Module):
     def predict_action(self, obs: Mapping[str, torch.Tensor], steps: int | None = None,
                        generator: torch.Generator | None = None) -> torch.Tensor:
         """Unnormalized action chunk (B, horizon, action_dim); index 0 is the action for the current step."""
+        if self._snapshot_is_current() and not self.encoder.rgb_keys:
+            self._check_obs(obs, self.config.n_obs_steps)
+            observations = [torch.as_tensor(obs[spec.key], device=self.device).float() for spec in self.config.obs]
+            steps, noise = self._sampling_noise(observations[0].shape[0], steps, generator, observations[0])
+            return self._snapshot.predict(observations, noise, steps)  # type: ignore[union-attr]
         if self._compiled_predict is not None and generator is None:
             steps = self.head.resolve_steps(steps)  # None and the default share one graph
             self.head.prepare_sampling(steps)
@@ -147,12 +154,30 @@ class Policy(nn.Module):
             return self._act(cond, steps, generator)
 
     def _act(self, cond: torch.Tensor, steps: int | None, generator: torch.Generator | None) -> torch.Tensor:
-        if self._compiled_act is None:
+        compiled = self._snapshot.act if self._snapshot_is_current() else self._compiled_act  # type: ignore[union-attr]
+        if compiled is None:
             return self._act_eagerly(cond, steps, generator)
+        steps, noise = self._sampling_noise(cond.shape[0], steps, generator, cond)
+        return compiled(cond, noise, steps)
+
+    def _sampling_noise(self, batch: int, steps: int | None, generator: torch.Generator | None,
+                        like: torch.Tensor) -> tuple[int, torch.Tensor]:
+        """The step count and all the noise one sampling call consumes, drawn as `Head.sample` draws it (so
+        compiled and eager sampling give the same actions for the same generator or global seed)."""
         steps = self.head.resolve_steps(steps)
         self.head.prepare_sampling(steps)
-        noise = randn(self.head.noise_shape(cond.shape[0], steps), generator, cond)
-        return self._compiled_act(cond, noise, steps)
+        return steps, randn(self.head.noise_shape(batch, steps), generator, like)
+
+    def _snapshot_is_current(self) -> bool:
+        """Whether an ahead-of-time snapshot exists and still holds the current weights; a stale one is dropped."""
+        if self._snapshot is None:
+            return False
+        if self._snapshot.fresh():
+            return True
+        warnings.warn("Policy: weights changed since compile(ahead_of_time=True); inference runs eagerly until "
+                      "compile is called again", stacklevel=3)
+        self._snapshot = None
+        return False
 
     def _act_eagerly(self, cond: torch.Tensor, steps: int | None, generator: torch.Generator | None) -> torch.Tensor:
         return self.unnormalize_action(self.head.sample(cond, steps=steps, generator=generator))
@@ -160,27 +185,42 @@ class Policy(nn.Module):
     def _act_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
         return self.unnormalize_action(self.head.sample_from_noise(cond, noise, steps))
 
-    def compile(self, **compile_kwargs) -> "Policy":  # type: ignore[override]
-        """Compile inference with `torch.compile` for deployment; returns self, in eval mode.
+    def compile(self, ahead_of_time: bool = False, cache_dir: str | Path | None = None,
+                **compile_kwargs) -> "Policy":  # type: ignore[override]
+        """Compile inference for deployment; returns self, in eval mode. Actions stay those of eager inference for
+        the same `generator` or the same global seed. The first call per (batch size, steps) compiles.
 
-        Camera-free policies compile all of `predict_action` (normalization, low-dim encoder, noise draws,
-        sampling loop, unnormalization) into one graph, for every head: the energy head's input gradients are
-        traced too (Dynamo's `trace_autograd_ops`, where the installed torch has it). With cameras the encoder
-        stays eager (inductor's CPU convolutions were slower than eager for ResNet-18/GN here; the image encoding
-        dominates anyway) and heads that sample from up-front noise get their sampling loop plus the
-        unnormalization compiled; the energy head then stays eager (a warning says so). Multi-step sampling on
-        small networks gets 30-45 % faster than even calling the bare networks eagerly, energy descent ~3x
-        (scripts/bench_inference.py --compile). A compiled call has a fixed cost (~30 us of Python in
-        torch.compile's wrappers on a small CPU), so 1-step heads on a 0.2 ms MLP gain nothing.
-        The first call per (batch size, steps) compiles (seconds for an MLP, a minute for DDPM-100).
-        Guards on module attributes are skipped, so the graph keeps eval-mode behaviour; weights may still be
-        updated in place. A `generator` stays reproducible (its noise is drawn eagerly; the energy head then runs
-        eagerly), and without one the compiled path draws from torch's global generator exactly as the eager
-        path does. Keyword arguments go to `torch.compile` (on a GPU, mode="reduce-overhead" adds CUDA graphs;
-        untested here).
+        `ahead_of_time=True` (AOTInductor; heads that sample from up-front noise, i.e. all but energy): a frozen
+        snapshot of the current weights. Without cameras all of `predict_action` (normalization, encoder, sampling,
+        unnormalization) becomes one shared library called with a list of tensors, 2-3x faster than calling the
+        bare networks eagerly, even for 1-step heads on a 0.2 ms MLP; with cameras the encoder stays eager and
+        the sampling loop is compiled. Compiling takes ~10 s for an MLP head (more for long loops); with
+        `cache_dir` the packages are kept there, keyed by a hash of config and weights, so a robot's next start
+        loads them in milliseconds. Changing the weights afterwards (in place, as optimizers, `load_state_dict`
+        and `fit_normalizer` do) is noticed on the next call: a warning, then eager inference until `compile`
+        is called again. Moving the policy (`.to()`) drops the snapshot too.
+
+        Default (`torch.compile`; weights stay live, so training may go on): camera-free policies compile all of
+        `predict_action` into one graph for every head (the energy head's input gradients are traced with
+        Dynamo's `trace_autograd_ops` where the installed torch has it; without a generator the noise is drawn
+        inside the graph from torch's global generator). With cameras the encoder stays eager (inductor's CPU
+        convolutions were slower than eager for ResNet-18/GN here) and the sampling loop plus unnormalization
+        are compiled; the energy head then stays eager (a warning says so). Multi-step sampling on small
+        networks gets 30-45 % faster than the bare networks called eagerly, energy descent ~3x; each call pays
+        ~30-60 us in torch.compile's Python wrappers, so 1-step heads on a 0.2 ms MLP gain nothing. Guards on
+        module attributes are skipped, so the graph keeps eval-mode behaviour. Keyword arguments go to
+        `torch.compile` (on a GPU, mode="reduce-overhead" adds CUDA graphs; untested here).
+        Figures: scripts/bench_inference.py --compile --aot.
         """
         self.eval()
+        self._compiled_act = self._compiled_predict = self._snapshot = None
         differentiates = not self.head.samples_from_noise  # the energy head takes input gradients while sampling
+        if ahead_of_time and not differentiates:
+            self._snapshot = PolicySnapshot(self, cache_dir)
+            return self
+        if ahead_of_time:
+            warnings.warn(f"Policy.compile: the {self.head.name} head samples with autograd, which torch.export "
+                          "cannot capture; compiling with torch.compile instead", stacklevel=2)
         compilable_predict = not self.encoder.rgb_keys and (not differentiates or _can_trace_autograd())
         if differentiates and not compilable_predict:
             why = "it has cameras" if self.encoder.rgb_keys else "this torch cannot trace torch.autograd.grad"
@@ -202,6 +242,15 @@ class Policy(nn.Module):
                                     **{**options, "options": inductor})
             self._compiled_predict = _tracing_autograd(predict) if differentiates else predict
         return self
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        """Device and dtype conversions (`.to()`, `.double()`, ...) replace the tensors a snapshot was compiled
+        from; drop it rather than run stale weights on the old device."""
+        if getattr(self, "_snapshot", None) is not None:
+            warnings.warn("Policy: moved or converted after compile(ahead_of_time=True); the compiled snapshot is "
+                          "dropped (call compile again)", stacklevel=3)
+            self._snapshot = None
+        return super()._apply(fn, recurse)
 
     @torch.no_grad()
     def sample_chain(self, obs: Mapping[str, torch.Tensor], steps: int | None = None,

@@ -11,11 +11,12 @@ Overhead = end_to_end / bare - 1: the cost of everything that is not the network
 The energy head's network is its backbone plus the scalar read-out, so both are replayed.
 With --compile, `Policy.compile()` is timed too (one graph for all of predict_action without cameras, for the
 sampling loop with cameras; compile seconds reported) and its overhead is taken against the same eager bare
-figure: what a user saves over calling the networks by hand.
+figure: what a user saves over calling the networks by hand. With --aot, `Policy.compile(ahead_of_time=True)`
+(AOTInductor snapshot: one shared library for all of predict_action without cameras) is timed the same way.
 For camera settings with two observation frames, the closed-loop `select_action` latencies are reported too.
 Medians over many repeats after warm-up; all figures come from the same process, so ratios are stable.
 
-usage: python scripts/bench_inference.py [--repeats 50] [--settings lowdim-mlp,...] [--compile] [--json F]
+usage: python scripts/bench_inference.py [--repeats 50] [--settings lowdim-mlp,...] [--compile] [--aot] [--json F]
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def replay(net: Callable[..., torch.Tensor], calls: list[tuple]) -> None:
                 net(x, t, cond)
 
 
-def bench(repeats: int, settings: list[str], heads: list[str], compile_too: bool) -> list[dict]:
+def bench(repeats: int, settings: list[str], heads: list[str], compile_too: bool, aot_too: bool) -> list[dict]:
     rows = []
     for setting in settings:
         for label, head, params, steps in (h for h in HEAD_SETTINGS if h[0] in heads):
@@ -137,22 +138,24 @@ def bench(repeats: int, settings: list[str], heads: list[str], compile_too: bool
 
             timed = [lambda: policy.encoder(normed), bare_networks, lambda: policy.predict_action(obs, steps=steps)]
             row: dict = {"setting": setting, "head": label, "backbone_calls": len(calls)}
-            if compile_too:
+            variants = {name: kwargs for name, kwargs, wanted in
+                        (("compiled", {}, compile_too), ("aot", {"ahead_of_time": True}, aot_too)) if wanted}
+            for name, kwargs in variants.items():
                 compiled = policy_for(setting, head, params)
                 compiled.load_state_dict(policy.state_dict())
                 start = time.perf_counter()
-                compiled.compile().predict_action(obs, steps=steps)
-                row["compile_s"] = time.perf_counter() - start
-                timed.append(lambda: compiled.predict_action(obs, steps=steps))
+                compiled.compile(**kwargs).predict_action(obs, steps=steps)
+                row[f"{name}_compile_s"] = time.perf_counter() - start
+                timed.append(lambda compiled=compiled: compiled.predict_action(obs, steps=steps))
             with torch.no_grad():
-                encoder_s, bare, e2e_s, *compiled_s = paired_medians(timed, repeats)  # bare: seconds
+                encoder_s, bare, e2e_s, *variant_s = paired_medians(timed, repeats)  # bare: seconds
             row.update({"end_to_end_ms": 1e3 * e2e_s, "bare_ms": 1e3 * bare, "encoder_ms": 1e3 * encoder_s,
                         "overhead": e2e_s / bare - 1.0})
             line = (f"{setting:<12} {label:<14} calls={len(calls):>3}  e2e={1e3 * e2e_s:8.2f} ms  "
                     f"bare={1e3 * bare:8.2f} ms  overhead={e2e_s / bare - 1:+6.1%}")
-            if compiled_s:
-                row.update({"compiled_ms": 1e3 * compiled_s[0], "compiled_overhead": compiled_s[0] / bare - 1.0})
-                line += f"  compiled={1e3 * compiled_s[0]:8.2f} ms ({compiled_s[0] / bare - 1:+6.1%})"
+            for name, seconds in zip(variants, variant_s):
+                row.update({f"{name}_ms": 1e3 * seconds, f"{name}_overhead": seconds / bare - 1.0})
+                line += f"  {name}={1e3 * seconds:8.2f} ms ({seconds / bare - 1:+6.1%})"
             rows.append(row)
             print(line, flush=True)
     return rows
@@ -195,25 +198,28 @@ def main() -> None:
                         help="torch threads (default 1: on a 2-core machine two threads collapse under any other load)")
     parser.add_argument("--compile", action="store_true",
                         help="also time Policy.compile() (needs a C++ compiler; seconds to a minute per row)")
+    parser.add_argument("--aot", action="store_true",
+                        help="also time Policy.compile(ahead_of_time=True) (AOTInductor; ~10 s to minutes per row)")
     parser.add_argument("--json", default="bench_inference.json", help="where to write every row as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings, heads = args.settings.split(","), args.heads.split(",")
-    rows = bench(args.repeats, settings, heads, args.compile)
+    rows = bench(args.repeats, settings, heads, args.compile, args.aot)
     loop_rows = closed_loop(args.repeats, settings, heads)
     header = f"\n{'setting':<12} {'head':<14} {'calls':>5} {'end-to-end':>11} {'bare nets':>10} {'overhead':>9}"
-    print(header + (f" {'compiled':>10} {'overhead':>9} {'compile':>8}" if args.compile else ""))
+    variants = [name for name, wanted in (("compiled", args.compile), ("aot", args.aot)) if wanted]
+    print(header + "".join(f" {name:>10} {'overhead':>9} {'compile':>8}" for name in variants))
     for r in rows:
         line = (f"{r['setting']:<12} {r['head']:<14} {r['backbone_calls']:>5} {r['end_to_end_ms']:>9.2f}ms "
                 f"{r['bare_ms']:>8.2f}ms {r['overhead']:>+9.1%}")
-        if "compiled_ms" in r:
-            line += f" {r['compiled_ms']:>8.2f}ms {r['compiled_overhead']:>+9.1%} {r['compile_s']:>7.1f}s"
+        for name in variants:
+            line += f" {r[name + '_ms']:>8.2f}ms {r[name + '_overhead']:>+9.1%} {r[name + '_compile_s']:>7.1f}s"
         print(line)
     for r in loop_rows:
         print(f"{r['setting']:<12} {r['head']:<14} closed loop: replanning step {r['replan_ms']:.2f} ms "
               f"(step before it {r['pre_replan_ms']:.2f} ms, other steps <= {r['other_steps_ms']:.2f} ms)")
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats,
-            "compile": args.compile}
+            "compile": args.compile, "aot": args.aot}
     with open(args.json, "w") as f:
         json.dump({"meta": meta, "rows": rows, "closed_loop": loop_rows}, f, indent=2)
     print(f"\nwrote {args.json}")
