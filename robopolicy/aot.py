@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,14 +49,23 @@ def compile_function(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], 
 
 
 def load_or_compile(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path: str | Path) -> AOTFunction:
-    """The package at `path` if an earlier run compiled it, otherwise compile it there now."""
-    return AOTFunction(path) if Path(path).is_file() else compile_function(module, inputs, path)
+    """The package at `path` if an earlier run compiled it, otherwise compile it there now (also when the file
+    there cannot be loaded: it is replaced, with a warning naming it)."""
+    if Path(path).is_file():
+        try:
+            return AOTFunction(path)
+        except Exception as exc:  # torch raises RuntimeError or its own errors for unreadable packages
+            warnings.warn(f"{path}: cannot load this AOTInductor package ({type(exc).__name__}: {exc}); "
+                          "compiling it again", stacklevel=2)
+    return compile_function(module, inputs, path)
 
 
 def state_fingerprint(module: torch.nn.Module, *extra: object) -> str:
     """Hex digest of every state tensor (names, dtypes, shapes, values), the torch and robopolicy versions and
     `extra` (JSON-serializable): equal fingerprints mean a cached package computes the same function."""
-    digest = hashlib.sha256(json.dumps([torch.__version__, __version__, *extra], default=str).encode())
+    # the CPU's instruction set too: a package built for AVX-512 would crash a robot computer without it
+    build = [torch.__version__, __version__, platform.machine(), torch.backends.cpu.get_cpu_capability()]
+    digest = hashlib.sha256(json.dumps([*build, *extra], default=str).encode())
     for name, tensor in module.state_dict().items():
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -97,7 +108,7 @@ class PolicySnapshot:
         self._tmp = tempfile.TemporaryDirectory(prefix="robopolicy-aot-") if cache_dir is None else None
         self.dir = Path(cache_dir if cache_dir is not None else self._tmp.name)  # type: ignore[union-attr]
         self._fingerprint = state_fingerprint(policy, to_dict(policy.config), str(policy.device))[:16]
-        self._functions: dict[str, AOTFunction] = {}
+        self._functions: dict[tuple[type, int, int], AOTFunction] = {}
 
     def _current_version_sum(self) -> int:
         return sum(t._version for t in self._tensors)
@@ -106,11 +117,12 @@ class PolicySnapshot:
         return self._current_version_sum() == self._version_sum
 
     def _function(self, kind: type[_ActFromNoise], inputs: tuple[torch.Tensor, ...], steps: int) -> AOTFunction:
-        name = f"{kind.__name__.strip('_')}-b{inputs[0].shape[0]}-s{steps}-{self._fingerprint}"
-        function = self._functions.get(name)
+        key = (kind, inputs[0].shape[0], steps)
+        function = self._functions.get(key)
         if function is None:
+            name = f"{kind.__name__.strip('_')}-b{key[1]}-s{steps}-{self._fingerprint}"
             function = load_or_compile(kind(self._policy, steps), inputs, self.dir / f"{name}.pt2")
-            self._functions[name] = function
+            self._functions[key] = function
         return function
 
     def act(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:

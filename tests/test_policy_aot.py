@@ -77,6 +77,23 @@ def test_aot_packages_are_reused_for_the_same_weights_only(tmp_path: Path, monke
         _seeded(other_weights.compile(ahead_of_time=True, cache_dir=tmp_path), 3)
 
 
+def test_an_unloadable_cached_package_is_named_and_compiled_again(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _seeded(make_policy(head="flow", rgb=False).compile(ahead_of_time=True, cache_dir=tmp_path), 0)
+    (package,) = tmp_path.glob("*.pt2")
+    package.write_bytes(package.read_bytes()[:1000])  # truncated, as by a full disk
+    recompiled = []
+
+    def fake_compile(module, inputs, path):
+        recompiled.append(Path(path))
+        return lambda *tensors: torch.zeros(3, 8, 2)
+
+    monkeypatch.setattr(robopolicy.aot, "compile_function", fake_compile)
+    with pytest.warns(UserWarning, match=f"{package.name}: cannot load this AOTInductor package"):
+        _seeded(make_policy(head="flow", rgb=False).compile(ahead_of_time=True, cache_dir=tmp_path), 0)
+    assert recompiled == [package]
+
+
 def test_changed_weights_drop_the_snapshot_with_a_warning(tmp_path: Path) -> None:
     eager = make_policy(head="flow", rgb=False).eval()
     aot = make_policy(head="flow", rgb=False).compile(ahead_of_time=True, cache_dir=tmp_path)
