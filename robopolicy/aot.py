@@ -99,6 +99,7 @@ class PolicySnapshot:
 
     `fresh()` tells whether the weights are still those: in-place updates (optimizer steps, `load_state_dict`,
     `fit_normalizer`) bump tensor version counters, and their sum is compared on every call (~0.1 us a tensor).
+    Writes that bypass the counters (through `param.data`, or `load_state_dict(assign=True)`) are not seen.
     """
 
     def __init__(self, policy: torch.nn.Module, cache_dir: str | Path | None) -> None:
