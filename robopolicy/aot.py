@@ -83,19 +83,36 @@ class _ActFromNoise(torch.nn.Module):
         return self.policy._act_from_noise(cond, noise, self.steps)
 
 
+def _observation_dict(policy: torch.nn.Module, observations: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {spec.key: x for spec, x in zip(policy.config.obs, observations)}
+
+
 class _PredictFromNoise(_ActFromNoise):
-    """(low-dim observations in spec order ..., noise) -> unnormalized chunk: `Policy.predict_action` without cameras."""
+    """(low-dim observations in spec order ..., noise) -> unnormalized chunk: predict_action without cameras."""
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         *observations, noise = inputs
-        cond = self.policy.encode({spec.key: x for spec, x in zip(self.policy.config.obs, observations)})
+        cond = self.policy.encode(_observation_dict(self.policy, observations))
         return self.policy._act_from_noise(cond, noise, self.steps)
 
 
+class _NetworkForward(_ActFromNoise):
+    """(x, t as a 1-element tensor, cond) -> the head network's output: one network call, for every step count."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        net = self.policy.head.net
+        return type(net).forward(net, x, t, cond)  # the class's forward: the instance's is this package while sampling
+
+
 class PolicySnapshot:
-    """A policy's sampling compiled ahead of time from its weights as they are now, one package per batch size
-    and step count, compiled on first use (or loaded from `cache_dir` when an earlier run compiled the same
-    weights there).
+    """A policy's sampling compiled ahead of time from its weights as they are now, compiled on first use (or
+    loaded from `cache_dir` when an earlier run compiled the same weights there).
+
+    MLP heads get one package per batch size and step count holding the whole unrolled sampling loop: their
+    networks are so small that per-call Python would dominate. UNet heads get one package per batch size for a
+    single network call and keep the loop in Python: an unrolled multi-step UNet compiles for many minutes (DDIM-10
+    had not finished after 13 here), one forward in ~25 s, and ~20 us of loop overhead a step is noise next to a
+    several-millisecond UNet forward.
 
     `fresh()` tells whether the weights are still those: in-place updates (optimizer steps, `load_state_dict`,
     `fit_normalizer`) bump tensor version counters, and their sum is compared on every call (~0.1 us a tensor).
@@ -109,7 +126,8 @@ class PolicySnapshot:
         self._tmp = tempfile.TemporaryDirectory(prefix="robopolicy-aot-") if cache_dir is None else None
         self.dir = Path(cache_dir if cache_dir is not None else self._tmp.name)  # type: ignore[union-attr]
         self._fingerprint = state_fingerprint(policy, to_dict(policy.config), str(policy.device))[:16]
-        self._functions: dict[tuple[type, int, int], AOTFunction] = {}
+        self._functions: dict[tuple[type, int, int | None], AOTFunction] = {}
+        self._per_network_call = policy.config.backbone.kind == "unet"
 
     def _current_version_sum(self) -> int:
         return sum(t._version for t in self._tensors)
@@ -117,17 +135,34 @@ class PolicySnapshot:
     def fresh(self) -> bool:
         return self._current_version_sum() == self._version_sum
 
-    def _function(self, kind: type[_ActFromNoise], inputs: tuple[torch.Tensor, ...], steps: int) -> AOTFunction:
+    def _function(self, kind: type[_ActFromNoise], inputs: tuple[torch.Tensor, ...],
+                  steps: int | None) -> AOTFunction:
         key = (kind, inputs[0].shape[0], steps)
         function = self._functions.get(key)
         if function is None:
-            name = f"{kind.__name__.strip('_')}-b{key[1]}-s{steps}-{self._fingerprint}"
-            function = load_or_compile(kind(self._policy, steps), inputs, self.dir / f"{name}.pt2")
+            name = f"{kind.__name__.strip('_')}-b{key[1]}{'' if steps is None else f'-s{steps}'}-{self._fingerprint}"
+            function = load_or_compile(kind(self._policy, steps or 0), inputs, self.dir / f"{name}.pt2")
             self._functions[key] = function
         return function
 
     def act(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
-        return self._function(_ActFromNoise, (cond, noise), steps)(cond, noise)
+        if not self._per_network_call:
+            return self._function(_ActFromNoise, (cond, noise), steps)(cond, noise)
+        net = self._policy.head.net
+        net.forward = self._network_forward  # shadows the class's forward for this call only: training stays eager
+        try:
+            with torch.no_grad():
+                return self._policy._act_from_noise(cond, noise, steps)
+        finally:
+            del net.forward
+
+    def _network_forward(self, x: torch.Tensor, t: float, cond: torch.Tensor) -> torch.Tensor:
+        """The head network on one batch-wide time (the only kind sampling loops pass)."""
+        time = torch.full((1,), float(t), dtype=x.dtype, device=x.device)
+        return self._function(_NetworkForward, (x, time, cond), None)(x, time, cond)
 
     def predict(self, observations: list[torch.Tensor], noise: torch.Tensor, steps: int) -> torch.Tensor:
-        return self._function(_PredictFromNoise, (*observations, noise), steps)(*observations, noise)
+        if not self._per_network_call:
+            return self._function(_PredictFromNoise, (*observations, noise), steps)(*observations, noise)
+        with torch.no_grad():
+            return self.act(self._policy.encode(_observation_dict(self._policy, observations)), noise, steps)

@@ -191,14 +191,15 @@ class Policy(nn.Module):
         the same `generator` or the same global seed. The first call per (batch size, steps) compiles.
 
         `ahead_of_time=True` (AOTInductor; heads that sample from up-front noise, i.e. all but energy): a frozen
-        snapshot of the current weights. Without cameras all of `predict_action` (normalization, encoder, sampling,
-        unnormalization) becomes one shared library called with a list of tensors, 2-3x faster than calling the
-        bare networks eagerly, even for 1-step heads on a 0.2 ms MLP; with cameras the encoder stays eager and
-        the sampling loop is compiled. Compiling takes ~10 s for an MLP head (more for long loops); with
-        `cache_dir` the packages are kept there, keyed by a hash of config and weights, so a robot's next start
-        loads them in milliseconds. Changing the weights afterwards (in place, as optimizers, `load_state_dict`
-        and `fit_normalizer` do) is noticed on the next call: a warning, then eager inference until `compile`
-        is called again. Moving the policy (`.to()`) drops the snapshot too.
+        snapshot of the current weights. With an MLP backbone and no cameras all of `predict_action`
+        (normalization, encoder, sampling loop, unnormalization) becomes one shared library called with a list of
+        tensors, 2-3x faster than calling the bare networks eagerly, even for 1-step heads on a 0.2 ms MLP (with
+        cameras the encoder stays eager and the loop is compiled); 7-14 s to compile, 70 s for DDPM-100. With a
+        UNet one network call is compiled (~25 s, every step count) and the loop stays in Python (see
+        `PolicySnapshot`). With `cache_dir` the packages are kept there, keyed by a hash of config and weights,
+        so a robot's next start loads them in milliseconds. Changing the weights afterwards (in place, as
+        optimizers, `load_state_dict` and `fit_normalizer` do) is noticed on the next call: a warning, then eager
+        inference until `compile` is called again. Moving the policy (`.to()`) drops the snapshot too.
 
         Default (`torch.compile`; weights stay live, so training may go on): camera-free policies compile all of
         `predict_action` into one graph for every head (the energy head's input gradients are traced with
@@ -206,7 +207,7 @@ class Policy(nn.Module):
         inside the graph from torch's global generator). With cameras the encoder stays eager (inductor's CPU
         convolutions were slower than eager for ResNet-18/GN here) and the sampling loop plus unnormalization
         are compiled; the energy head then stays eager (a warning says so). Multi-step sampling on small
-        networks gets 30-45 % faster than the bare networks called eagerly, energy descent ~3x; each call pays
+        networks gets 30-50 % faster than the bare networks called eagerly, energy descent ~3x; each call pays
         ~30-60 us in torch.compile's Python wrappers, so 1-step heads on a 0.2 ms MLP gain nothing. Guards on
         module attributes are skipped, so the graph keeps eval-mode behaviour. Keyword arguments go to
         `torch.compile` (on a GPU, mode="reduce-overhead" adds CUDA graphs; untested here).
