@@ -63,8 +63,10 @@ def load_or_compile(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], p
 def state_fingerprint(module: torch.nn.Module, *extra: object) -> str:
     """Hex digest of every state tensor (names, dtypes, shapes, values), the torch and robopolicy versions and
     `extra` (JSON-serializable): equal fingerprints mean a cached package computes the same function."""
-    # the CPU's instruction set too: a package built for AVX-512 would crash a robot computer without it
-    build = [torch.__version__, __version__, platform.machine(), torch.backends.cpu.get_cpu_capability()]
+    # the CPU's instruction set too (a package built for AVX-512 would crash a robot computer without it), and the
+    # thread count, which inductor writes into its parallel loops
+    build = [torch.__version__, __version__, platform.machine(), torch.backends.cpu.get_cpu_capability(),
+             torch.get_num_threads()]
     digest = hashlib.sha256(json.dumps([*build, *extra], default=str).encode())
     for name, tensor in module.state_dict().items():
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())

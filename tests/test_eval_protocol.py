@@ -3,7 +3,7 @@
 import json
 
 from robopolicy.eval.protocol import EvalConfig, evaluate
-from robopolicy.eval.run import evaluate_checkpoint
+from robopolicy.eval.run import evaluate_checkpoint, load_policy
 from robopolicy.sim import load_task, make_vector_env
 from robopolicy.sim.experts import make_expert
 from robopolicy.sim.experts.adapter import ExpertPolicy
@@ -61,3 +61,44 @@ def test_locomotion_reports_returns_without_success(tmp_path):
     result = evaluate(Zero(), env, EvalConfig(n_episodes=2, policy_seeds=[0], n_envs=2), has_success=task.has_success)
     env.close()
     assert "success" not in result and result["return"]["mean"] > 0
+
+
+def test_a_checkpoint_evaluates_the_same_compiled_ahead_of_time(tmp_path):
+    """`robopolicy eval --compile aot` runs deployment inference: same seeds, same actions, same episodes."""
+    import shutil
+
+    import pytest
+    import torch
+
+    from robopolicy.policy import Policy
+    from robopolicy.specs import BackboneConfig, HeadConfig, PolicyConfig
+    from tests.conftest import tiny_stats
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("AOTInductor's CPU backend needs a C++ compiler")
+    task = load_task("push_puck")
+    h = task.horizons
+    torch.manual_seed(0)
+    policy = Policy(PolicyConfig(obs=task.obs, action=task.action, n_obs_steps=h.n_obs_steps, horizon=h.horizon,
+                                 n_action_steps=h.n_action_steps, head=HeadConfig("flow", {"inference_steps": 2}),
+                                 backbone=BackboneConfig(kind="mlp", hidden_dims=[32, 32], time_embed_dim=16)))
+    policy.fit_normalizer(tiny_stats({"state": 6}, 2))
+    policy.save(tmp_path / "ckpt")
+    config = EvalConfig(n_episodes=2, policy_seeds=[0], n_envs=2, n_videos=0)
+    result = evaluate_checkpoint(str(tmp_path / "ckpt"), "push_puck", config, tmp_path / "eval", compile_mode="aot",
+                                 aot_cache=str(tmp_path / "aot"))
+    assert result["n_episodes"] == 2 and result["latency_ms"]["n_calls"] > 2
+    assert len(list((tmp_path / "aot").glob("PredictFromNoise-b2-s2-*.pt2"))) == 1
+    # the evaluated policy acts as the eager one does (whole episodes are chaotic: contacts amplify 1e-7 differences)
+    eager, aot = (load_policy(str(tmp_path / "ckpt"), task, compile_mode=m, aot_cache=str(tmp_path / "aot"))
+                  for m in ("none", "aot"))
+    env = make_vector_env(task, 2, n_obs_steps=h.n_obs_steps, n_action_steps=h.n_action_steps)
+    obs, _ = env.reset(seed=config.env_seeds)
+    env.close()
+    chunks = []
+    for policy in (eager, aot):
+        torch.manual_seed(0)
+        chunks.append(policy.predict_action({"state": torch.as_tensor(obs["state"])}))
+    torch.testing.assert_close(chunks[1], chunks[0], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="applies to policy checkpoints"):
+        evaluate_checkpoint("expert", "push_puck", config, tmp_path / "expert", compile_mode="aot")

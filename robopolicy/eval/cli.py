@@ -17,7 +17,7 @@ def _eval(args: argparse.Namespace) -> int:
     expert_kwargs = {"noise": args.expert_noise} if args.checkpoint == "expert" else {}
     result = evaluate_checkpoint(
         args.checkpoint, args.task, config, args.out, asynchronous=args.asynchronous, device=args.device,
-        video_every=args.video_every, **expert_kwargs,
+        video_every=args.video_every, compile_mode=args.compile, aot_cache=args.aot_cache, **expert_kwargs,
     )
     brief = {k: result[k] for k in ("task", "n_episodes", "return", "length", "latency_ms") if k in result}
     if "success" in result:
@@ -50,5 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--video-every", type=int, default=1, help="render every n-th control step in videos")
     p.add_argument("--expert-noise", type=float, default=0.0, help="action noise std for 'expert' (default 0)")
     p.add_argument("--device", default="cpu", help="torch device for the policy (default cpu)")
+    p.add_argument("--compile", choices=["none", "torch", "aot"], default="none",
+                   help="run inference as deployed: 'torch' (torch.compile) or 'aot' (ahead-of-time snapshot, "
+                        "fastest); the first call compiles, so compare per_call_p50 latencies (default none)")
+    p.add_argument("--aot-cache", default=None,
+                   help="with --compile aot: folder that keeps the compiled packages for later runs")
     p.add_argument("--out", default="runs/eval", help="output directory (default runs/eval)")
     p.set_defaults(func=_eval)

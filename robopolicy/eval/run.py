@@ -13,8 +13,20 @@ from robopolicy.eval.protocol import ChunkPolicy, EvalConfig, evaluate
 EXPERT = "expert"
 
 
-def load_policy(checkpoint: str, task, device: str = "cpu", **expert_kwargs: Any) -> ChunkPolicy:
-    """``expert`` names the task's scripted expert; anything else is a ``Policy`` checkpoint directory."""
+COMPILE_MODES = ("none", "torch", "aot")
+
+
+def load_policy(checkpoint: str, task, device: str = "cpu", compile_mode: str = "none",
+                aot_cache: str | None = None, **expert_kwargs: Any) -> ChunkPolicy:
+    """``expert`` names the task's scripted expert; anything else is a ``Policy`` checkpoint directory.
+
+    ``compile_mode``: "torch" (``Policy.compile()``) or "aot" (``Policy.compile(ahead_of_time=True)``, packages kept
+    in ``aot_cache`` when given), so the evaluation runs, and times, inference as a deployment would.
+    """
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
+    if checkpoint == EXPERT and compile_mode != "none":
+        raise ValueError(f"compile mode {compile_mode!r} applies to policy checkpoints, not to the expert")
     if checkpoint == EXPERT:
         from robopolicy.sim.experts import make_expert
         from robopolicy.sim.experts.adapter import ExpertPolicy
@@ -26,20 +38,22 @@ def load_policy(checkpoint: str, task, device: str = "cpu", **expert_kwargs: Any
     from robopolicy.policy import Policy
 
     policy = Policy.load(checkpoint, device=device)
-    policy.eval()
-    return policy
+    if compile_mode == "none":
+        return policy.eval()
+    return policy.compile(ahead_of_time=compile_mode == "aot", cache_dir=aot_cache)
 
 
 def evaluate_checkpoint(
     checkpoint: str, task_name: str, config: EvalConfig, out_dir: str | Path, asynchronous: bool = False,
-    device: str = "cpu", video_every: int = 1, **expert_kwargs: Any,
+    device: str = "cpu", video_every: int = 1, compile_mode: str = "none", aot_cache: str | None = None,
+    **expert_kwargs: Any,
 ) -> dict[str, Any]:
     """Build the vector env with the policy's horizons, run the protocol and write the report files."""
     from robopolicy.sim import make_vector_env
     from robopolicy.sim.task import load_task
 
     task = load_task(task_name)
-    policy = load_policy(checkpoint, task, device, **expert_kwargs)
+    policy = load_policy(checkpoint, task, device, compile_mode, aot_cache, **expert_kwargs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = make_vector_env(
