@@ -41,10 +41,15 @@ def compile_function(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], 
     (a `.pt2` file; written atomically, so a cache never holds half a package)."""
     if Path(path).suffix != ".pt2":
         raise ValueError(f"{path}: an AOTInductor package path must end in .pt2")
-    with torch.no_grad():
-        exported = torch.export.export(module, inputs)
-        with atomic_output(path, overwrite=True) as tmp:
-            torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp))
+    try:
+        with torch.no_grad():
+            exported = torch.export.export(module, inputs)
+            with atomic_output(path, overwrite=True) as tmp:
+                torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp))
+    except Exception as exc:  # export and inductor raise many kinds; all mean the same to the caller
+        raise RuntimeError(f"{path}: ahead-of-time compilation failed ({type(exc).__name__}: {exc}); it needs a "
+                           "C++ compiler (g++); Policy.compile() without ahead_of_time, or eager inference, "
+                           "work without one") from exc
     return AOTFunction(path)
 
 

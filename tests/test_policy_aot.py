@@ -116,6 +116,20 @@ def test_aot_camera_policy_compiles_sampling_and_closed_loop_matches_eager(tmp_p
     assert [p.name.split("-")[0] for p in tmp_path.glob("*.pt2")] == ["ActFromNoise"]
 
 
+def test_a_failed_compilation_names_the_package_and_leaves_no_file(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_compiler(exported, package_path):
+        Path(package_path).write_bytes(b"half a package")
+        raise FileNotFoundError("g++")
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", no_compiler)
+    policy = make_policy(head="flow", rgb=False).compile(ahead_of_time=True, cache_dir=tmp_path)
+    with pytest.raises(RuntimeError, match=r"PredictFromNoise-b3-s3-\w+\.pt2: ahead-of-time compilation failed "
+                                           r"\(FileNotFoundError: g\+\+\)"):
+        _seeded(policy, 0)
+    assert not list(tmp_path.iterdir())
+
+
 def test_energy_head_falls_back_to_torch_compile_and_says_so(tmp_path: Path) -> None:
     policy = policy_with_head("energy", {"variant": "ebt", "inference": "descent", "descent_steps": 2})
     with pytest.warns(UserWarning, match="torch.export cannot capture"):
