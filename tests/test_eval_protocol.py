@@ -87,7 +87,9 @@ def test_a_checkpoint_evaluates_the_same_compiled_ahead_of_time(tmp_path):
     config = EvalConfig(n_episodes=2, policy_seeds=[0], n_envs=2, n_videos=0)
     result = evaluate_checkpoint(str(tmp_path / "ckpt"), "push_puck", config, tmp_path / "eval", compile_mode="aot",
                                  aot_cache=str(tmp_path / "aot"))
-    assert result["n_episodes"] == 2 and result["latency_ms"]["n_calls"] > 2
+    latency = result["latency_ms"]
+    assert result["n_episodes"] == 2 and latency["n_calls"] > 2
+    assert latency["first_call"] > 100 * latency["per_call_p95"]  # compiling, kept out of the per-call figures
     assert len(list((tmp_path / "aot").glob("PredictFromNoise-b2-s2-*.pt2"))) == 1
     # the evaluated policy acts as the eager one does (whole episodes are chaotic: contacts amplify 1e-7 differences)
     eager, aot = (load_policy(str(tmp_path / "ckpt"), task, compile_mode=m, aot_cache=str(tmp_path / "aot"))

@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device for the policy (default cpu)")
     p.add_argument("--compile", choices=["none", "torch", "aot"], default="none",
                    help="run inference as deployed: 'torch' (torch.compile) or 'aot' (ahead-of-time snapshot, "
-                        "fastest); the first call compiles, so compare per_call_p50 latencies (default none)")
+                        "fastest); the first call compiles and is reported apart as latency_ms.first_call "
+                        "(default none)")
     p.add_argument("--aot-cache", default=None,
                    help="with --compile aot: folder that keeps the compiled packages for later runs")
     p.add_argument("--out", default="runs/eval", help="output directory (default runs/eval)")
