@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,8 @@ import torch
 from robopolicy import __version__
 from robopolicy.atomic import atomic_output
 from robopolicy.specs import to_dict
+
+log = logging.getLogger(__name__)
 
 
 class AOTFunction:
@@ -41,6 +45,8 @@ def compile_function(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], 
     (a `.pt2` file; written atomically, so a cache never holds half a package)."""
     if Path(path).suffix != ".pt2":
         raise ValueError(f"{path}: an AOTInductor package path must end in .pt2")
+    log.info("compiling %s ahead of time (seconds to a minute; done once per batch size)", path)
+    start = time.perf_counter()
     try:
         with torch.no_grad():
             exported = torch.export.export(module, inputs)
@@ -50,6 +56,7 @@ def compile_function(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], 
         raise RuntimeError(f"{path}: ahead-of-time compilation failed ({type(exc).__name__}: {exc}); it needs a "
                            "C++ compiler (g++); Policy.compile() without ahead_of_time, or eager inference, "
                            "work without one") from exc
+    log.info("compiled %s in %.1f s", Path(path).name, time.perf_counter() - start)
     return AOTFunction(path)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from robopolicy import __version__
@@ -42,8 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_own_log_messages() -> None:
+    """robopolicy's INFO messages (ahead-of-time compilation, renderer choice) on stderr; other libraries' stay
+    at their defaults."""
+    logger = logging.getLogger("robopolicy")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("robopolicy: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _show_own_log_messages()
     try:
         return int(args.func(args) or 0)
     except (ConfigError, CheckpointError, DataError, FileNotFoundError) as exc:

@@ -3,6 +3,7 @@ dropped (with a warning) as soon as the weights they were compiled from change."
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def test_aot_predict_matches_eager(tmp_path: Path, head: str, params: dict) -> N
     assert len(list(tmp_path.glob("PredictFromNoise-b3-*.pt2"))) == 1
 
 
-def test_aot_flow_policy_per_step_count_fresh_outputs_and_numpy_input(tmp_path: Path) -> None:
+def test_aot_flow_policy_per_step_count_fresh_outputs_and_numpy_input(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="robopolicy")
     eager = make_policy(head="flow", rgb=False).eval()
     aot = make_policy(head="flow", rgb=False).compile(ahead_of_time=True, cache_dir=tmp_path)
     for steps in (None, 1):
@@ -50,6 +53,7 @@ def test_aot_flow_policy_per_step_count_fresh_outputs_and_numpy_input(tmp_path: 
     torch.manual_seed(5)
     torch.testing.assert_close(aot.predict_action(numpy_obs), kept, atol=1e-5, rtol=1e-4)
     assert sorted(p.name.split("-")[2] for p in tmp_path.glob("*.pt2")) == ["s1", "s3"]
+    assert caplog.text.count("compiling ") == 2 and caplog.text.count("compiled PredictFromNoise-b3-") == 2
 
 
 def test_aot_rejects_bad_observations_like_eager(tmp_path: Path) -> None:
