@@ -106,8 +106,7 @@ class _PredictFromNoise(_ActFromNoise):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         *observations, noise = inputs
-        cond = self.policy.encode(_observation_dict(self.policy, observations))
-        return self.policy._act_from_noise(cond, noise, self.steps)
+        return super().forward(self.policy.encode(_observation_dict(self.policy, observations)), noise)
 
 
 class _NetworkForward(_ActFromNoise):
@@ -179,4 +178,5 @@ class PolicySnapshot:
         if not self._per_network_call:
             return self._function(_PredictFromNoise, (*observations, noise), steps)(*observations, noise)
         with torch.no_grad():
-            return self.act(self._policy.encode(_observation_dict(self._policy, observations)), noise, steps)
+            cond = self._policy.encode(_observation_dict(self._policy, observations))
+        return self.act(cond, noise, steps)

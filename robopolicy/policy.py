@@ -131,7 +131,8 @@ class Policy(nn.Module):
     def predict_action(self, obs: Mapping[str, torch.Tensor], steps: int | None = None,
                        generator: torch.Generator | None = None) -> torch.Tensor:
         """Unnormalized action chunk (B, horizon, action_dim); index 0 is the action for the current step."""
-        if self._snapshot_is_current() and not self.encoder.rgb_keys:
+        # cameras first: with them `_act` checks the snapshot, and the check sums every tensor's version
+        if not self.encoder.rgb_keys and self._snapshot_is_current():
             self._check_obs(obs, self.config.n_obs_steps)
             observations = [torch.as_tensor(obs[spec.key], device=self.device).float() for spec in self.config.obs]
             steps, noise = self._sampling_noise(observations[0].shape[0], steps, generator, observations[0])
@@ -247,7 +248,7 @@ class Policy(nn.Module):
     def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
         """Device and dtype conversions (`.to()`, `.double()`, ...) replace the tensors a snapshot was compiled
         from; drop it rather than run stale weights on the old device."""
-        if getattr(self, "_snapshot", None) is not None:
+        if self._snapshot is not None:
             warnings.warn("Policy: moved or converted after compile(ahead_of_time=True); the compiled snapshot is "
                           "dropped (call compile again)", stacklevel=3)
             self._snapshot = None

@@ -1,12 +1,19 @@
 """The evaluation protocol: repeatable, seed ranges apart, and a full report on disk."""
 
 import json
+import shutil
+
+import pytest
+import torch
 
 from robopolicy.eval.protocol import EvalConfig, evaluate
 from robopolicy.eval.run import evaluate_checkpoint, load_policy
+from robopolicy.policy import Policy
 from robopolicy.sim import load_task, make_vector_env
 from robopolicy.sim.experts import make_expert
 from robopolicy.sim.experts.adapter import ExpertPolicy
+from robopolicy.specs import BackboneConfig, HeadConfig, PolicyConfig
+from tests.conftest import tiny_stats
 
 
 def _noisy_expert():
@@ -52,8 +59,6 @@ def test_locomotion_reports_returns_without_success(tmp_path):
             self.config.n_action_steps = 4
 
         def predict_action(self, obs):
-            import torch
-
             return torch.zeros(obs["state"].shape[0], 4, 3)
 
     task = load_task("hopper")
@@ -65,15 +70,6 @@ def test_locomotion_reports_returns_without_success(tmp_path):
 
 def test_a_checkpoint_evaluates_the_same_compiled_ahead_of_time(tmp_path):
     """`robopolicy eval --compile aot` runs deployment inference: same seeds, same actions, same episodes."""
-    import shutil
-
-    import pytest
-    import torch
-
-    from robopolicy.policy import Policy
-    from robopolicy.specs import BackboneConfig, HeadConfig, PolicyConfig
-    from tests.conftest import tiny_stats
-
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("AOTInductor's CPU backend needs a C++ compiler")
     task = load_task("push_puck")

@@ -25,9 +25,9 @@ def load_policy(checkpoint: str, task, device: str = "cpu", compile_mode: str = 
     """
     if compile_mode not in COMPILE_MODES:
         raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
-    if checkpoint == EXPERT and compile_mode != "none":
-        raise ValueError(f"compile mode {compile_mode!r} applies to policy checkpoints, not to the expert")
     if checkpoint == EXPERT:
+        if compile_mode != "none":
+            raise ValueError(f"compile mode {compile_mode!r} applies to policy checkpoints, not to the expert")
         from robopolicy.sim.experts import make_expert
         from robopolicy.sim.experts.adapter import ExpertPolicy
 
