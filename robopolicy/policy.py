@@ -187,7 +187,7 @@ class Policy(nn.Module):
         return self.unnormalize_action(self.head.sample_from_noise(cond, noise, steps))
 
     def compile(self, ahead_of_time: bool = False, cache_dir: str | Path | None = None,
-                **compile_kwargs) -> "Policy":  # type: ignore[override]
+                **compile_kwargs) -> Policy:  # type: ignore[override]
         """Compile inference for deployment; returns self, in eval mode. Actions stay those of eager inference for
         the same `generator` or the same global seed. The first call per (batch size, steps) compiles.
 
@@ -294,7 +294,7 @@ class Policy(nn.Module):
         return save_checkpoint(path, self, ema_state=ema_state)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> "Policy":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> Policy:
         from robopolicy.checkpoint import load_policy
 
         return load_policy(path, device=device, use_ema=use_ema)

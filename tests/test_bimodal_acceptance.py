@@ -16,6 +16,7 @@ from robopolicy.specs import HeadConfig, RunConfig, TrainConfig
 from robopolicy.train.toy import TOY_RECIPES, BimodalToyDataset, mode_coverage, toy_policy_config
 from robopolicy.train.trainer import train
 
+
 def fit(head: str, steps: int, params: dict, out: Path, teacher: str | None = None) -> Policy:
     run = RunConfig(policy=toy_policy_config(head, head_params=params),
                     train=TrainConfig(out_dir=str(out), steps=steps, batch_size=256, lr=1e-3, warmup_steps=steps // 10,

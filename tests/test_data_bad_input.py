@@ -120,12 +120,10 @@ def test_atomic_output_is_generic(tmp_path):
     with atomic_output(dst) as tmp:
         assert tmp.parent == tmp_path and tmp.name.endswith("ckpt.bin")
         tmp.write_bytes(b"v1")
-    with pytest.raises(DestinationExistsError):
-        with atomic_output(dst):
-            pass
-    with pytest.raises(RuntimeError):
-        with atomic_output(dst, overwrite=True) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("writer crashed")
+    with pytest.raises(DestinationExistsError), atomic_output(dst):
+        pass
+    with pytest.raises(RuntimeError), atomic_output(dst, overwrite=True) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer crashed")
     assert dst.read_bytes() == b"v1" and [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]
     shutil.rmtree(tmp_path)

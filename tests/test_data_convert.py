@@ -4,10 +4,10 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from tests.data_tools import REPO, require_tools, robosuite_demo, run_cli, run_tool
 
 from robopolicy.data.convert import convert
 from robopolicy.data.replay_buffer import ReplayBuffer
+from tests.data_tools import REPO, require_tools, robosuite_demo, run_cli, run_tool
 
 
 def test_robosuite_demo_to_zarr_and_back_to_robomimic(tmp_path, capsys):

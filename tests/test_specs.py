@@ -2,8 +2,17 @@ from pathlib import Path
 
 import pytest
 
-from robopolicy.specs import (ActionSpec, ConfigError, ObsSpec, PolicyConfig, RunConfig, apply_overrides, from_dict,
-                              load_run_config, to_dict)
+from robopolicy.specs import (
+    ActionSpec,
+    ConfigError,
+    ObsSpec,
+    PolicyConfig,
+    RunConfig,
+    apply_overrides,
+    from_dict,
+    load_run_config,
+    to_dict,
+)
 
 RECIPE = """
 [policy]

@@ -16,9 +16,9 @@ from safetensors.torch import load_file, save_file
 
 from robopolicy.specs import RunConfig, TrainConfig
 from robopolicy.train import distributed
+from robopolicy.train.runlog import read_log
 from robopolicy.train.toy import toy_policy_config
 from robopolicy.train.trainer import seed_everything, train
-from robopolicy.train.runlog import read_log
 
 STEPS = 8
 

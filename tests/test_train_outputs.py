@@ -13,9 +13,9 @@ import torch
 from robopolicy.checkpoint import load_train_state
 from robopolicy.policy import Policy
 from robopolicy.specs import ConfigError, ObsSpec, RunConfig, TrainConfig, to_dict
+from robopolicy.train.runlog import COLUMNS, read_log
 from robopolicy.train.toy import BimodalToyDataset, toy_policy_config
 from robopolicy.train.trainer import train
-from robopolicy.train.runlog import COLUMNS, read_log
 
 LR, WARMUP, STEPS = 1e-3, 5, 30
 

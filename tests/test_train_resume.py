@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 
 from robopolicy.checkpoint import CheckpointError
 from robopolicy.specs import ConfigError, RunConfig, TrainConfig
+from robopolicy.train.runlog import read_log
 from robopolicy.train.toy import toy_policy_config
 from robopolicy.train.trainer import train
-from robopolicy.train.runlog import read_log
 
 
 def run_config(out: Path, head: str = "diffusion", **train_settings) -> RunConfig:

@@ -59,7 +59,7 @@ def build_attrs(
     stamp = {
         "tool": "robopolicy",
         "version": __version__,
-        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": command,
     }
     return {

@@ -23,7 +23,12 @@ def build_head(name: str, params: dict[str, Any], action_dim: int, horizon: int,
 
 
 # Registration happens on import; keep this list in sync with the head modules.
-from robopolicy.heads import consistency, diffusion, energy, flow  # noqa: E402,F401
-from robopolicy.heads import regression  # noqa: E402,F401
+from robopolicy.heads import (  # noqa: E402,F401
+    consistency,
+    diffusion,
+    energy,
+    flow,
+    regression,  # noqa: E402,F401
+)
 
 __all__ = ["Chain", "Head", "HEADS", "build_head", "register_head"]

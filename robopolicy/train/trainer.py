@@ -29,8 +29,14 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from robopolicy.atomic import atomic_output, write_json
-from robopolicy.checkpoint import (CheckpointError, load_policy, load_train_state, load_weights, read_policy_config,
-                                   save_checkpoint)
+from robopolicy.checkpoint import (
+    CheckpointError,
+    load_policy,
+    load_train_state,
+    load_weights,
+    read_policy_config,
+    save_checkpoint,
+)
 from robopolicy.distill import distill_policy
 from robopolicy.policy import Policy
 from robopolicy.specs import ConfigError, PolicyConfig, RunConfig, to_dict

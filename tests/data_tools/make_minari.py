@@ -45,7 +45,6 @@ class Toy(gym.Env):
 for storage in ("hdf5", "arrow"):
     os.environ["MINARI_DATASETS_PATH"] = str(out / storage)
     import minari
-
     from minari.data_collector import EpisodeBuffer
 
     env, rng, buffers = Toy(), np.random.default_rng(1), []
