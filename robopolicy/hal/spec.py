@@ -1,0 +1,235 @@
+"""Robot descriptions read from ``hardware/*.toml``: what a robot is, separate from how it is driven.
+
+A hardware file names the joints, the control mode, the control rate, the limits (position, velocity,
+acceleration, jerk, torque; SI units only, so no conversion can slip in), the Cartesian workspace box in the
+base frame, the cameras, the MuJoCo model (the shield's shadow model and the ``mujoco`` backend's robot) and the
+backend with its settings. Validated like the task files: a bad value raises ``ConfigError`` naming the file and
+the key (the CLI exits with 2). Nothing here imports a simulator, so ``robopolicy hardware list`` stays instant.
+
+``mjcf`` may start with ``robosuite:``, meaning a path inside robosuite's installed ``models/assets`` folder
+(found without importing robosuite); other relative paths are relative to the hardware file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from robopolicy.specs import ConfigError, from_dict
+
+HARDWARE_DIR = Path(__file__).resolve().parents[2] / "hardware"
+ROBOSUITE_PREFIX = "robosuite:"
+
+ControlMode = Literal["joint_position", "joint_velocity", "ee_delta"]
+CONTROL_MODES: tuple[str, ...] = ("joint_position", "joint_velocity", "ee_delta")
+# the only units accepted: the file states them so a reader sees them, the loader refuses anything else
+SI_UNITS = {"position": "rad", "velocity": "rad/s", "acceleration": "rad/s^2", "jerk": "rad/s^3", "torque": "Nm",
+            "length": "m"}
+
+
+def _check(cond: bool, key: str, expected: str, got: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: expected {expected}, got {got!r}")
+
+
+def _finite(values: tuple[float, ...]) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+@dataclass
+class Units:
+    """Units of every number in the file; only SI is accepted (see ``SI_UNITS``)."""
+
+    position: str = "rad"
+    velocity: str = "rad/s"
+    acceleration: str = "rad/s^2"
+    jerk: str = "rad/s^3"
+    torque: str = "Nm"
+    length: str = "m"
+
+    def __post_init__(self) -> None:
+        for name, unit in SI_UNITS.items():
+            _check(getattr(self, name) == unit, f"units.{name}", repr(unit), getattr(self, name))
+
+
+@dataclass
+class JointLimits:
+    """Per-joint hard limits (rad, rad/s, rad/s^2, rad/s^3, Nm); ``source`` says where the numbers come from."""
+
+    position_lower: tuple[float, ...]
+    position_upper: tuple[float, ...]
+    velocity: tuple[float, ...]
+    acceleration: tuple[float, ...]
+    jerk: tuple[float, ...]
+    torque: tuple[float, ...]
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("position_lower", "position_upper", "velocity", "acceleration", "jerk", "torque"):
+            values = tuple(float(v) for v in getattr(self, name))
+            setattr(self, name, values)
+            _check(_finite(values), f"limits.{name}", "finite numbers", values)
+        for name in ("velocity", "acceleration", "jerk", "torque"):
+            _check(all(v > 0 for v in getattr(self, name)), f"limits.{name}", "positive numbers", getattr(self, name))
+        _check(len(self.position_lower) == len(self.position_upper)
+               and all(lo < hi for lo, hi in zip(self.position_lower, self.position_upper)),
+               "limits.position_upper", "one value above each position_lower", self.position_upper)
+
+
+@dataclass
+class Workspace:
+    """Axis-aligned box the end effector must stay in, in metres in ``frame`` (the robot's base frame)."""
+
+    lower: tuple[float, float, float]
+    upper: tuple[float, float, float]
+    frame: str = "base"
+
+    def __post_init__(self) -> None:
+        _check(_finite(self.lower) and _finite(self.upper), "workspace", "finite bounds", (self.lower, self.upper))
+        _check(all(lo < hi for lo, hi in zip(self.lower, self.upper)), "workspace.upper",
+               f"each above workspace.lower={list(self.lower)}", self.upper)
+
+
+@dataclass
+class CameraSpec:
+    """One camera: its name in the MuJoCo model (simulated) or on the robot side (real), and the frame size."""
+
+    name: str
+    width: int = 84
+    height: int = 84
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "cameras.name", "a non-empty string", self.name)
+        _check(self.width > 0 and self.height > 0, f"cameras[{self.name}]", "positive width and height",
+               (self.width, self.height))
+
+
+@dataclass
+class BackendSpec:
+    """Which backend drives the robot (``robopolicy.hal.backend.backend_names()``) and its settings."""
+
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "backend.name", "a backend name", self.name)
+
+
+@dataclass
+class HardwareSpec:
+    """One robot, as read from ``hardware/<name>.toml``.
+
+    ``ee_site`` names the end-effector frame for forward kinematics: a site, or a body when ``ee_kind = "body"``.
+    ``task`` (simulated robots only) makes the ``mujoco`` backend host that task's scene (``tasks/<task>.toml``)
+    instead of the bare robot model; commands are then the task's actions.
+    ``gripper``: commands carry one more value after the arm's (``-1`` open .. ``1`` closed).
+    """
+
+    name: str
+    description: str
+    robot: str
+    joints: list[str]
+    control_mode: ControlMode
+    control_rate_hz: float
+    limits: JointLimits
+    workspace: Workspace
+    mjcf: str
+    ee_site: str
+    backend: BackendSpec
+    home: tuple[float, ...]
+    ee_kind: Literal["site", "body"] = "site"
+    base_frame: str = "base"
+    simulated: bool = False
+    gripper: bool = False
+    task: str = ""
+    cameras: list[CameraSpec] = field(default_factory=list)
+    units: Units = field(default_factory=Units)
+    path: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.joints)
+        _check(n > 0 and len(set(self.joints)) == n, "joints", "a non-empty list of unique names", self.joints)
+        _check(self.control_mode in CONTROL_MODES, "control_mode", f"one of {list(CONTROL_MODES)}", self.control_mode)
+        _check(math.isfinite(self.control_rate_hz) and 0 < self.control_rate_hz <= 10_000, "control_rate_hz",
+               "a rate in (0, 10000] Hz", self.control_rate_hz)
+        for name in ("position_lower", "position_upper", "velocity", "acceleration", "jerk", "torque"):
+            values = getattr(self.limits, name)
+            _check(len(values) == n, f"limits.{name}", f"{n} values (one per joint)", values)
+        self.home = tuple(float(v) for v in self.home)
+        _check(len(self.home) == n and all(lo <= q <= hi for q, lo, hi in zip(
+            self.home, self.limits.position_lower, self.limits.position_upper)),
+            "home", f"{n} joint positions inside the position limits", self.home)
+        _check(bool(self.mjcf), "mjcf", "the path of the robot's MuJoCo model", self.mjcf)
+        _check(bool(self.ee_site), "ee_site", "the end-effector site or body name", self.ee_site)
+        _check(not self.task or self.simulated, "task", "empty unless simulated = true", self.task)
+        names = [c.name for c in self.cameras]
+        _check(len(set(names)) == len(names), "cameras", "unique camera names", names)
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joints)
+
+    @property
+    def period_s(self) -> float:
+        """Control period in seconds."""
+        return 1.0 / self.control_rate_hz
+
+    @property
+    def command_dim(self) -> int:
+        """Length of one command: joint values (or a 6-d end-effector delta), plus one gripper value."""
+        arm = 6 if self.control_mode == "ee_delta" else self.n_joints
+        return arm + int(self.gripper)
+
+
+def resolve_asset(text: str, base: Path) -> Path:
+    """``robosuite:<path>`` inside robosuite's installed assets, else a path relative to ``base``."""
+    if text.startswith(ROBOSUITE_PREFIX):
+        found = importlib.util.find_spec("robosuite")
+        if found is None or not found.submodule_search_locations:
+            raise ConfigError(f"mjcf: {text!r} names robosuite's assets, but robosuite is not installed")
+        root = Path(list(found.submodule_search_locations)[0]) / "models" / "assets"
+        return (root / text.removeprefix(ROBOSUITE_PREFIX)).resolve()
+    path = Path(text).expanduser()
+    return (path if path.is_absolute() else base / path).resolve()
+
+
+def hardware_path(name_or_path: str | Path) -> Path:
+    """Resolve a hardware name (``panda_sim``) or a path to a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml":
+        if not path.exists():
+            raise ConfigError(f"{path}: file not found")
+        return path
+    candidate = HARDWARE_DIR / f"{name_or_path}.toml"
+    if not candidate.exists():
+        raise ConfigError(f"hardware {name_or_path!r}: no such file {candidate} (known: {', '.join(list_hardware())})")
+    return candidate
+
+
+def load_hardware(name_or_path: str | Path) -> HardwareSpec:
+    """Read and validate one hardware file; errors name the file and the key. ``mjcf`` comes back resolved."""
+    path = hardware_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+    try:
+        _check(isinstance(data.get("path", ""), str) and "path" not in data, "path", "no such key (set by the loader)",
+               data.get("path"))
+        spec = from_dict(HardwareSpec, data)
+        mjcf = resolve_asset(spec.mjcf, path.parent)
+        _check(mjcf.is_file(), "mjcf", "an existing MuJoCo model file", str(mjcf))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    spec.mjcf = str(mjcf)
+    spec.path = str(path.resolve())
+    return spec
+
+
+def list_hardware(hardware_dir: Path = HARDWARE_DIR) -> list[str]:
+    """Names of all hardware files, sorted."""
+    return sorted(p.stem for p in hardware_dir.glob("*.toml"))
