@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -113,28 +113,46 @@ class HeadConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class PolicyConfig:
-    """Everything needed to rebuild a Policy: specs, horizons, network and head settings."""
+@dataclass(kw_only=True)
+class ChunkSpec:
+    """Action chunking, defined once for tasks, policies, experts and evaluation: the observation history a
+    policy sees, the chunk length it predicts and how many of those actions run before it is asked again.
 
-    obs: list[ObsSpec]
-    action: ActionSpec
+    Keyword-only so that configs extending it (``PolicyConfig``) keep their own positional fields first.
+    """
+
     n_obs_steps: int = 2
     horizon: int = 16
     n_action_steps: int = 8
+
+    _field_prefix: ClassVar[str] = "horizons"  # how errors name these fields
+
+    def __post_init__(self) -> None:
+        prefix = self._field_prefix
+        _require(self.n_obs_steps >= 1, f"{prefix}.n_obs_steps", ">= 1", self.n_obs_steps)
+        _require(self.horizon >= 1, f"{prefix}.horizon", ">= 1", self.horizon)
+        _require(1 <= self.n_action_steps <= self.horizon, f"{prefix}.n_action_steps",
+                 f"between 1 and horizon={self.horizon}", self.n_action_steps)
+
+
+@dataclass
+class PolicyConfig(ChunkSpec):
+    """Everything needed to rebuild a Policy: specs, chunking (from :class:`ChunkSpec`), network and head settings."""
+
+    obs: list[ObsSpec]
+    action: ActionSpec
     normalization: Literal["min_max", "mean_std"] = "min_max"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
 
+    _field_prefix: ClassVar[str] = "policy"
+
     def __post_init__(self) -> None:
         _require(len(self.obs) > 0, "policy.obs", "at least one observation key", self.obs)
         keys = [o.key for o in self.obs]
         _require(len(set(keys)) == len(keys), "policy.obs", "unique keys", keys)
-        _require(self.n_obs_steps >= 1, "policy.n_obs_steps", ">= 1", self.n_obs_steps)
-        _require(self.horizon >= 1, "policy.horizon", ">= 1", self.horizon)
-        _require(1 <= self.n_action_steps <= self.horizon, "policy.n_action_steps",
-                 f"between 1 and horizon={self.horizon}", self.n_action_steps)
+        super().__post_init__()
         _require(self.normalization in ("min_max", "mean_std"), "policy.normalization",
                  "'min_max' or 'mean_std'", self.normalization)
         if self.backbone.kind == "unet":

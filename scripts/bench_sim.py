@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 # importing robopolicy.sim chooses MUJOCO_GL before mujoco loads
-from robopolicy.sim import GL_BACKEND, load_task, make_env, make_vector_env
+from robopolicy.sim import GL_BACKEND, make_env, make_vector_env
 from robopolicy.sim.rendering import make_renderer, render
+from robopolicy.task import load_task
 
 
 def rate(fn: Callable[[], int], seconds: float) -> float:

@@ -9,10 +9,11 @@ import torch
 from robopolicy.eval.protocol import EvalConfig, evaluate
 from robopolicy.eval.run import evaluate_checkpoint, load_policy
 from robopolicy.policy import Policy
-from robopolicy.sim import load_task, make_vector_env
+from robopolicy.sim import make_vector_env
 from robopolicy.sim.experts import make_expert
 from robopolicy.sim.experts.adapter import ExpertPolicy
 from robopolicy.specs import BackboneConfig, HeadConfig, PolicyConfig
+from robopolicy.task import load_task
 from tests.conftest import tiny_stats
 
 

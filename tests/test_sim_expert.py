@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from robopolicy.eval.protocol import EvalConfig, evaluate
-from robopolicy.sim import load_task, make_vector_env
+from robopolicy.sim import make_vector_env
 from robopolicy.sim.experts import make_expert
 from robopolicy.sim.experts.adapter import ExpertPolicy
+from robopolicy.task import load_task
 
 
 def _expert_success(task_name: str, n_episodes: int, n_envs: int, **kwargs) -> dict:

@@ -1,10 +1,15 @@
 """Every task file loads; every fast task builds, steps, renders and resets deterministically."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from robopolicy.sim import list_tasks, load_task, make_env
-from robopolicy.specs import RunConfig, from_dict
+from robopolicy.sim import make_env
+from robopolicy.specs import ConfigError, RunConfig, from_dict
+from robopolicy.task import list_tasks, load_task
 
 FAST = [name for name in list_tasks() if load_task(name).fast]
 
@@ -21,6 +26,22 @@ def test_task_files_are_complete():
         config = from_dict(RunConfig, task.run_config_dict())  # the default recipe is a valid run config
         assert [o.key for o in config.policy.obs] == task.obs_keys
         assert config.policy.n_action_steps == task.horizons.n_action_steps
+
+
+def test_bad_horizons_name_the_file_and_field(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[1] / "tasks" / "push_puck.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("n_action_steps = 8", "n_action_steps = 17"))
+    with pytest.raises(ConfigError, match=r"bad\.toml: .*horizons\.n_action_steps: expected between 1 and horizon=16"):
+        load_task(bad)
+
+
+def test_task_recipes_load_without_a_simulator() -> None:
+    """The trainer builds a run config from a task file; that must not import MuJoCo, robosuite or gymnasium."""
+    code = ("import sys; from robopolicy.train.cli import load_config; load_config('task:lift', []); "
+            "print(sorted(m for m in ('mujoco', 'robosuite', 'gymnasium', 'robopolicy.sim') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def _rollout(env, seed, n=15):

@@ -17,14 +17,9 @@ import numpy as np
 import torch
 
 from robopolicy.eval.stats import summarize, wilson_interval
+from robopolicy.specs import ChunkSpec
 
 SEED_BASES = {"train": 0, "test": 100_000}
-
-
-class ChunkConfig(Protocol):
-    n_obs_steps: int
-    n_action_steps: int
-    horizon: int
 
 
 class ChunkPolicy(Protocol):
@@ -34,7 +29,7 @@ class ChunkPolicy(Protocol):
     chunk ``(B, horizon, action_dim)`` whose index 0 is the action for the current step.
     """
 
-    config: ChunkConfig
+    config: ChunkSpec
 
     def predict_action(self, obs: dict[str, torch.Tensor]) -> torch.Tensor: ...
 

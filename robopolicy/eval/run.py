@@ -50,7 +50,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Build the vector env with the policy's horizons, run the protocol and write the report files."""
     from robopolicy.sim import make_vector_env
-    from robopolicy.sim.task import load_task
+    from robopolicy.task import load_task
 
     task = load_task(task_name)
     policy = load_policy(checkpoint, task, device, compile_mode, aot_cache, **expert_kwargs)

@@ -119,7 +119,8 @@ def load_agent(directory: str | Path) -> tuple[Agent, dict]:
 
 def train(config: PPOConfig, out_dir: str | Path, progress: bool = True) -> dict:
     """Train PPO on ``config.task``; saves ``final/`` and one snapshot per reached level. Returns a log."""
-    from robopolicy.sim import load_task, make_vector_env
+    from robopolicy.sim import make_vector_env
+    from robopolicy.task import load_task
 
     out_dir = Path(out_dir)
     torch.manual_seed(config.seed)
@@ -224,7 +225,7 @@ class PPOExpert:
 
     @classmethod
     def load(cls, directory: str | Path, stochastic: bool = True) -> PPOExpert:
-        from robopolicy.sim import load_task
+        from robopolicy.task import load_task
 
         agent, meta = load_agent(directory)
         task = load_task(meta["task"])

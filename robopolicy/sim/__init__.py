@@ -1,4 +1,4 @@
-"""Simulation: tasks from ``tasks/*.toml``, environments and vector envs, chunk execution, videos,
+"""Simulation: environments built from task specs (``robopolicy.task``) and vector envs, chunk execution, videos,
 scripted experts and demonstration collection.
 
 Importing this package chooses the headless GL backend (``MUJOCO_GL``) before MuJoCo is imported.
@@ -9,10 +9,8 @@ from robopolicy.sim.rendering import select_gl_backend
 GL_BACKEND = select_gl_backend()
 
 from robopolicy.sim.factory import make_base_env, make_env, make_vector_env  # noqa: E402
-from robopolicy.sim.task import TaskSpec, list_tasks, load_task  # noqa: E402
 from robopolicy.sim.wrappers import MultiStepWrapper  # noqa: E402
 
 __all__ = [
-    "GL_BACKEND", "MultiStepWrapper", "TaskSpec", "list_tasks", "load_task", "make_base_env", "make_env",
-    "make_vector_env",
+    "GL_BACKEND", "MultiStepWrapper", "make_base_env", "make_env", "make_vector_env",
 ]

@@ -7,7 +7,7 @@ import json
 
 
 def _tasks(args: argparse.Namespace) -> int:
-    from robopolicy.sim.task import list_tasks, load_task
+    from robopolicy.task import list_tasks, load_task
 
     for name in list_tasks():
         task = load_task(name)
@@ -27,7 +27,7 @@ def _tasks(args: argparse.Namespace) -> int:
 
 def _collect(args: argparse.Namespace) -> int:
     from robopolicy.sim.collect import collect, load_recipe
-    from robopolicy.sim.task import load_task
+    from robopolicy.task import load_task
 
     recipe = load_recipe(args.recipe)
     if args.episodes is not None:

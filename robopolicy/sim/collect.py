@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from robopolicy.atomic import write_json
 from robopolicy.sim.factory import make_base_env
-from robopolicy.sim.task import TaskSpec, load_task
 from robopolicy.specs import from_dict
+from robopolicy.task import TaskSpec, load_task
 
 DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import gymnasium as gym
 
-from robopolicy.sim.task import TaskSpec, load_task
 from robopolicy.sim.video import VideoRecorder
 from robopolicy.sim.wrappers import DictObservation, MultiStepWrapper, SuccessInfo
+from robopolicy.task import TaskSpec, load_task
 
 
 def _own_env(task: TaskSpec, kwargs: dict[str, Any]) -> gym.Env:

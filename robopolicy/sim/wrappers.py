@@ -8,7 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from robopolicy.sim.task import SuccessRule
+from robopolicy.task import SuccessRule
 
 
 class DictObservation(gym.ObservationWrapper):

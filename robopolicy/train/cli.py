@@ -49,7 +49,7 @@ def load_config(name: str, overrides: list[str]) -> RunConfig:
     """A recipe file, a built-in recipe, or (``task:NAME``) a task file's default recipe, with overrides."""
     if not name.startswith(TASK_PREFIX):
         return load_run_config(resolve_config(name), overrides)
-    from robopolicy.sim.task import load_task  # the sim layer is only needed for task recipes
+    from robopolicy.task import load_task
 
     task_name = name[len(TASK_PREFIX):]
     try:

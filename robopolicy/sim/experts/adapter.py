@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from robopolicy.sim.experts import Expert
-
-
-@dataclass
-class ExpertChunkConfig:
-    """One observation, one action per call: experts are closed-loop at every control step.
-    An empty ``obs`` list means the expert receives every observation key."""
-
-    n_obs_steps: int = 1
-    horizon: int = 1
-    n_action_steps: int = 1
-    obs: list = field(default_factory=list)
+from robopolicy.specs import ChunkSpec
 
 
 class ExpertPolicy:
     """One expert per sub-environment, built on first use. ``reset`` re-seeds them from torch's global
-    generator, so the evaluation protocol's policy seeds also fix the experts' noise."""
+    generator, so the evaluation protocol's policy seeds also fix the experts' noise.
+
+    One observation, one action per call: experts are closed-loop at every control step. The config names
+    no observation keys, so the protocol passes every key.
+    """
 
     def __init__(self, make_expert: Callable[[], Expert]) -> None:
         self.make_expert = make_expert
-        self.config = ExpertChunkConfig()
+        self.config = ChunkSpec(n_obs_steps=1, horizon=1, n_action_steps=1)
         self.experts: list[Expert] = []
         self._pending_reset = True
 

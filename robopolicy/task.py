@@ -2,7 +2,8 @@
 
 A task file names the environment and its kwargs, the observation keys and their kinds, the action
 layout and convention, the episode length, the success rule, the reward, default horizons and a
-default training recipe. Nothing here imports a simulator, so ``robopolicy tasks`` stays instant.
+default training recipe. Nothing here imports a simulator (core layer, stdlib only): the trainer reads a
+task's recipe and ``robopolicy tasks`` lists them without loading MuJoCo or robosuite.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from robopolicy.specs import ActionSpec, ConfigError, ObsSpec, from_dict, to_dict
+from robopolicy.specs import ActionSpec, ChunkSpec, ConfigError, ObsSpec, from_dict, to_dict
 
-TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
+TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
 
 
 @dataclass
@@ -39,15 +40,6 @@ class SuccessRule:
     key: str = "is_success"
     min: float = 0.0
     description: str = ""
-
-
-@dataclass
-class Horizons:
-    """Default chunking: observation history, predicted chunk length, actions executed per chunk."""
-
-    n_obs_steps: int = 2
-    horizon: int = 16
-    n_action_steps: int = 8
 
 
 @dataclass
@@ -81,7 +73,7 @@ class TaskSpec:
     max_episode_steps: int
     reward: str
     success: SuccessRule = field(default_factory=SuccessRule)
-    horizons: Horizons = field(default_factory=Horizons)
+    horizons: ChunkSpec = field(default_factory=ChunkSpec)  # the default chunking of this task's recipe
     video: VideoSpec = field(default_factory=VideoSpec)
     expert: ExpertSpec = field(default_factory=ExpertSpec)
     fast: bool = False
