@@ -1,7 +1,8 @@
 """Checkpoints: a directory of config.json + model.safetensors (+ train_state.* for resume). No pickle.
 
-Written to a temporary sibling directory and renamed into place (`atomic_output`, shared with the converters), so a crash never leaves a half-written
-checkpoint. The format carries a version number; loaders reject what they cannot read with the file and field.
+Written to a temporary sibling directory and renamed into place (`atomic_output`, shared with the converters), so
+a crash never leaves a half-written checkpoint. The format carries a version number; loaders reject what they
+cannot read with the file and field.
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{file}: field 'format' expected {FORMAT!r}, got {got!r}")
     version = config.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{file}: field 'format_version' expected an integer <= {FORMAT_VERSION}, got {version!r}")
+        raise CheckpointError(
+            f"{file}: field 'format_version' expected an integer <= {FORMAT_VERSION}, got {version!r}"
+        )
     if "policy" not in config:
         raise CheckpointError(f"{file}: field 'policy' is missing")
     return config

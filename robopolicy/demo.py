@@ -79,7 +79,8 @@ def run_demo(out: Path, heads: list[str], steps: int | None, samples: int, seed:
         train_s = time.perf_counter() - start
         policy = Policy.load(result.checkpoints / "latest")
         chunks[head], coverage = evaluate(policy, samples, seed)
-        rows.append({"head": head, "steps": result.step, "sample_steps": policy.head.default_chain_steps(), "loss": result.final_loss, "train_s": train_s,
+        rows.append({"head": head, "steps": result.step, "sample_steps": policy.head.default_chain_steps(),
+                     "loss": result.final_loss, "train_s": train_s,
                      **coverage, "latency_ms": 1e3 * measure_latency(policy),
                      "checkpoint": str(result.checkpoints / "latest")})
     write_json(out / "results.json", rows)
@@ -88,9 +89,11 @@ def run_demo(out: Path, heads: list[str], steps: int | None, samples: int, seed:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = f"{'head':<12} {'steps':>6} {'sampling':>8} {'loss':>8} {'+1 mode':>8} {'-1 mode':>8} {'between':>8} {'latency':>9} {'train':>7}"
+    header = (f"{'head':<12} {'steps':>6} {'sampling':>8} {'loss':>8} {'+1 mode':>8} {'-1 mode':>8} {'between':>8} "
+              f"{'latency':>9} {'train':>7}")
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['head']:<12} {r['steps']:>6} {r['sample_steps']:>8} {r['loss']:>8.4f} {r['plus']:>8.1%} {r['minus']:>8.1%} "
+        lines.append(f"{r['head']:<12} {r['steps']:>6} {r['sample_steps']:>8} {r['loss']:>8.4f} "
+                     f"{r['plus']:>8.1%} {r['minus']:>8.1%} "
                      f"{r['between']:>8.1%} {r['latency_ms']:>7.2f}ms {r['train_s']:>6.0f}s")
     return "\n".join(lines)

@@ -81,7 +81,8 @@ class Policy(nn.Module):
     def _check_obs(self, obs: Mapping[str, torch.Tensor], steps: int) -> None:
         for spec in self.config.obs:
             if spec.key not in obs:
-                raise KeyError(f"observation is missing key {spec.key!r} (policy expects {[o.key for o in self.config.obs]})")
+                expected = [o.key for o in self.config.obs]
+                raise KeyError(f"observation is missing key {spec.key!r} (policy expects {expected})")
             shape = tuple(obs[spec.key].shape[2:])
             if shape != spec.shape or obs[spec.key].ndim != len(spec.shape) + 2 or obs[spec.key].shape[1] != steps:
                 raise ValueError(f"observation {spec.key!r}: expected shape (B, {steps}, "

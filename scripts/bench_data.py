@@ -85,7 +85,8 @@ def main() -> None:
             naive = naive_rate(path, keys, args.seconds)
             for workers in sorted({args.workers, 0}, reverse=True):
                 fast = loader_rate(ds, workers, args.batch, args.seconds)
-                results.append({"setting": name, "workers": workers, "windows_per_s": fast, "naive_windows_per_s": naive,
+                results.append({"setting": name, "workers": workers, "windows_per_s": fast,
+                                "naive_windows_per_s": naive,
                                 "speedup": fast / naive, "dataset_load_s": load_s, "batch": args.batch})
     print(f"{'setting':<24}{'workers':>8}{'SequenceDataset/s':>20}{'naive zarr/s':>15}{'speedup':>10}{'load s':>9}")
     for r in results:

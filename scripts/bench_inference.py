@@ -26,6 +26,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -120,6 +121,13 @@ def replay(net: Callable[..., torch.Tensor], calls: list[tuple]) -> None:
                 net(x, t, cond)
 
 
+def bare_networks(encoder: Callable[..., object], normed: dict, net: Callable[..., torch.Tensor], calls: list) -> None:
+    """The encoder plus the backbone replay as one timed function, like predict_action: both pay the same
+    per-call cache misses."""
+    encoder(normed)
+    replay(net, calls)
+
+
 def bench(repeats: int, settings: list[str], heads: list[str], compile_too: bool, aot_too: bool) -> list[dict]:
     rows = []
     for setting in settings:
@@ -131,12 +139,8 @@ def bench(repeats: int, settings: list[str], heads: list[str], compile_too: bool
             normed = {s.key: obs[s.key] if s.kind == "rgb" else policy.normalizer.normalize(s.key, obs[s.key])
                       for s in policy.config.obs}
             net = network(policy.head)
-
-            def bare_networks() -> None:  # one timed function, like predict_action: both pay the same per-call cache misses
-                policy.encoder(normed)
-                replay(net, calls)
-
-            timed = [lambda: policy.encoder(normed), bare_networks, lambda: policy.predict_action(obs, steps=steps)]
+            timed = [partial(policy.encoder, normed), partial(bare_networks, policy.encoder, normed, net, calls),
+                     partial(policy.predict_action, obs, steps=steps)]
             row: dict = {"setting": setting, "head": label, "backbone_calls": len(calls)}
             variants = {name: kwargs for name, kwargs, wanted in
                         (("compiled", {}, compile_too), ("aot", {"ahead_of_time": True}, aot_too)) if wanted}
@@ -146,7 +150,7 @@ def bench(repeats: int, settings: list[str], heads: list[str], compile_too: bool
                 start = time.perf_counter()
                 compiled.compile(**kwargs).predict_action(obs, steps=steps)
                 row[f"{name}_compile_s"] = time.perf_counter() - start
-                timed.append(lambda compiled=compiled: compiled.predict_action(obs, steps=steps))
+                timed.append(partial(compiled.predict_action, obs, steps=steps))
             with torch.no_grad():
                 encoder_s, bare, e2e_s, *variant_s = paired_medians(timed, repeats)  # bare: seconds
             row.update({"end_to_end_ms": 1e3 * e2e_s, "bare_ms": 1e3 * bare, "encoder_ms": 1e3 * encoder_s,
@@ -169,7 +173,7 @@ def closed_loop(repeats: int, settings: list[str], heads: list[str]) -> list[dic
     """
     rows = []
     for setting in (s for s in settings if s.startswith("rgb84-")):
-        for label, head, params, steps in (h for h in HEAD_SETTINGS if h[0] in heads and h[3] in (None, 1)):
+        for label, head, params, _steps in (h for h in HEAD_SETTINGS if h[0] in heads and h[3] in (None, 1)):
             torch.manual_seed(0)
             policy = policy_for(setting, head, params)
             frame = {k: v[:, 0] for k, v in observation(policy).items()}

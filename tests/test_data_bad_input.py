@@ -70,7 +70,8 @@ def test_truncated_hdf5(tmp_path, capsys):
 def test_corrupt_zarr_chunk(tmp_path, capsys):
     rb = ReplayBuffer.create(tmp_path / "s.zarr")
     rb.add_episode({"action": np.ones((3, 2), np.float32)})  # all-zero chunks are not stored at all
-    chunk = next(p for p in (tmp_path / "s.zarr" / "data" / "action").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunks = (tmp_path / "s.zarr" / "data" / "action").rglob("*")
+    chunk = next(p for p in chunks if p.is_file() and p.name != "zarr.json")
     chunk.write_bytes(b"garbage")
     _fails(tmp_path, capsys, tmp_path / "s.zarr", "data/action", "could not be read")
 
@@ -87,9 +88,11 @@ def test_lerobot_missing_video_and_bad_info(tmp_path, capsys):
 
 def test_unknown_format_and_missing_source(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("hello")
-    _fails(tmp_path, capsys, tmp_path / "notes.txt", "notes.txt", "unrecognised dataset format; expected one of: zarr, robomimic, lerobot, minari")
+    _fails(tmp_path, capsys, tmp_path / "notes.txt", "notes.txt",
+           "unrecognised dataset format; expected one of: zarr, robomimic, lerobot, minari")
     _fails(tmp_path, capsys, tmp_path / "nothing.hdf5", "nothing.hdf5", "no such file")
-    assert run_cli("convert", str(_robomimic(tmp_path / "a.hdf5")), str(tmp_path / "out" / "x.bin"), "--no-progress") == 2
+    source = str(_robomimic(tmp_path / "a.hdf5"))
+    assert run_cli("convert", source, str(tmp_path / "out" / "x.bin"), "--no-progress") == 2
     assert "pass --to" in capsys.readouterr().out
 
 

@@ -57,7 +57,8 @@ def _robomimic_file(path, with_mask: bool = True) -> dict[str, dict[str, np.ndar
         for k in (0, 2, 10, 1):  # written out of order: conversion must sort by the integer suffix
             n = 3 + k % 4
             demo = {"actions": rng.standard_normal((n, 7)), "rewards": rng.random(n), "dones": np.eye(n)[-1],
-                    "obs/eef": rng.standard_normal((n, 3)), "obs/cam": rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8),
+                    "obs/eef": rng.standard_normal((n, 3)),
+                    "obs/cam": rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8),
                     "action_dict/abs_pos": rng.standard_normal((n, 3))}
             for key, arr in demo.items():
                 f.create_dataset(f"data/demo_{k}/{key}", data=arr)
@@ -128,7 +129,8 @@ def test_zarr_to_lerobot_round_trip_read_by_lerobot(tmp_path, lerobot_v3):
     convert(lerobot_v3 / "dataset", tmp_path / "a.zarr", progress=False)
     a = ReplayBuffer.open(tmp_path / "a.zarr")
     # PNG images: exact round trip through our own reader.
-    convert(tmp_path / "a.zarr", tmp_path / "png", dst_format="lerobot", options={"lerobot_images": "png"}, progress=False)
+    convert(tmp_path / "a.zarr", tmp_path / "png", dst_format="lerobot", options={"lerobot_images": "png"},
+            progress=False)
     convert(tmp_path / "png", tmp_path / "b.zarr", progress=False)
     b = ReplayBuffer.open(tmp_path / "b.zarr")
     np.testing.assert_array_equal(b.episode_ends, a.episode_ends)
@@ -161,7 +163,8 @@ def test_minari_to_zarr_drops_final_observation(tmp_path, minari_sets, storage):
     n = ex["n_actions"]
     np.testing.assert_array_equal(rb.episode_ends, np.cumsum(n))
     # Observations hold T+1 rows per episode; row t pairs with action t, the last row is dropped.
-    first_rows = np.concatenate([np.arange(k) + start for k, start in zip(n, np.concatenate([[0], np.cumsum(n + 1)[:-1]]))])
+    starts = np.concatenate([[0], np.cumsum(n + 1)[:-1]])
+    first_rows = np.concatenate([np.arange(k) + start for k, start in zip(n, starts)])
     np.testing.assert_array_equal(rb.read("observation.state"), ex["obs_state"][first_rows])
     assert np.abs(rb.read("observation.image").astype(int) - ex["obs_image"][first_rows]).max() <= 3  # JPEG
     for key in ("action", "reward", "terminated", "truncated"):

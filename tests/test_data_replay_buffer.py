@@ -73,7 +73,8 @@ def test_partial_append_is_trimmed_on_reopen(tmp_path):
 @pytest.mark.parametrize(
     "bad, match",
     [
-        ({"action": np.zeros((0, 2), np.float32), "state": np.zeros((0, 3)), "img": np.zeros((0, 6, 8, 3), np.uint8)}, "empty episode"),
+        ({"action": np.zeros((0, 2), np.float32), "state": np.zeros((0, 3)), "img": np.zeros((0, 6, 8, 3), np.uint8)},
+         "empty episode"),
         ({**_episode(3, 0), "state": np.zeros((4, 3))}, "first \\(time\\) axis"),
         ({**_episode(3, 0), "action": np.array([[0, 1], [np.nan, 0], [0, 0]], np.float32)}, "NaN or inf at step 1"),
         ({**_episode(3, 0), "state": np.zeros((3, 4))}, "expected \\(3,\\) float64"),
@@ -102,7 +103,8 @@ def _write_dp_v2_store(path, zip_it: bool) -> dict[str, np.ndarray]:
     root = zarr.open_group(store, mode="w", zarr_format=2)
     for key, arr in data.items():
         compressor = Jpeg2k(level=50) if key == "img" else numcodecs.Blosc("zstd", 5, numcodecs.Blosc.NOSHUFFLE)
-        root.create_array(f"data/{key}", data=arr, chunks=(1, *arr.shape[1:]) if key == "img" else arr.shape, compressors=compressor)
+        chunks = (1, *arr.shape[1:]) if key == "img" else arr.shape
+        root.create_array(f"data/{key}", data=arr, chunks=chunks, compressors=compressor)
     root.create_array("meta/episode_ends", data=np.array([4, 7], np.int64), chunks=(2,))
     if zip_it:
         store.close()

@@ -35,7 +35,8 @@ def _expected(e: int, t: int, n: int, n_obs: int, horizon: int):
 
 @pytest.mark.parametrize("image_cache_bytes", [1 << 30, 0])  # images in RAM, and read lazily from zarr
 def test_every_step_is_a_window_with_edge_padding(store, image_cache_bytes):
-    ds = SequenceDataset(store, ["cam", "pos"], n_obs_steps=3, horizon=5, split="all", image_cache_bytes=image_cache_bytes)
+    ds = SequenceDataset(store, ["cam", "pos"], n_obs_steps=3, horizon=5, split="all",
+                         image_cache_bytes=image_cache_bytes)
     assert len(ds) == sum(LENGTHS) and ds.action_dim == 2
     i = 0
     for e, n in enumerate(LENGTHS):

@@ -152,7 +152,7 @@ def test_select_action_encodes_each_frame_once_and_only_when_used() -> None:
     original = policy.encode_frames
     policy.encode_frames = lambda obs: encoded.append(1) or original(obs)  # type: ignore[method-assign]
     batch = obs_batch(3)
-    for step in range(9):
+    for _ in range(9):
         policy.select_action({k: v[:, 0] for k, v in batch.items()})
     assert len(encoded) == 5  # steps 0, 3, 4, 7, 8: one image encoding per frame, none for frames never used
 

@@ -44,7 +44,8 @@ def _stats(args: argparse.Namespace) -> int:
     rb = ReplayBuffer.open(args.path)
     desc = describe(rb)
     keys = args.obs_keys or [k for k, v in desc["obs"].items() if v["kind"] == "low_dim"]
-    ds = SequenceDataset(rb, keys, action_key=desc["action"]["key"], split=args.split, val_ratio=args.val_ratio, seed=args.seed)
+    ds = SequenceDataset(rb, keys, action_key=desc["action"]["key"], split=args.split, val_ratio=args.val_ratio,
+                         seed=args.seed)
     stats = {k: {s: np.round(v, 6).tolist() for s, v in d.items()} for k, d in ds.stats().items()}
     print(json.dumps({"episodes": len(ds.episodes), "samples": len(ds), "stats": stats}, indent=2))
     return 0

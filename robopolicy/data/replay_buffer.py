@@ -126,7 +126,9 @@ class ReplayBuffer:
             raise DataError(path, None, f"not a readable zarr group ({exc})") from exc
         for key in ("data", "meta/episode_ends"):
             if key not in root:
-                raise DataError(path, key, "missing; expected a diffusion_policy-style store with data/ and meta/episode_ends")
+                raise DataError(
+                    path, key, "missing; expected a diffusion_policy-style store with data/ and meta/episode_ends"
+                )
         rb = cls(root, path, mode)
         rb._validate()
         if mode == "a":
@@ -215,7 +217,9 @@ class ReplayBuffer:
         try:
             return np.asarray(self.array(key)[sl])
         except UnknownCodecError as exc:
-            raise DataError(self.path, f"data/{key}", f"compressed with an unknown codec ({exc}); install imagecodecs") from exc
+            raise DataError(
+                self.path, f"data/{key}", f"compressed with an unknown codec ({exc}); install imagecodecs"
+            ) from exc
         except DataError:
             raise
         except Exception as exc:
@@ -279,4 +283,5 @@ def _compression(zarr_format: int, rgb: bool = False) -> dict[str, Any]:
     if zarr_format == 2:
         shuffle = numcodecs.Blosc.NOSHUFFLE if rgb else numcodecs.Blosc.BITSHUFFLE
         return {"compressors": numcodecs.Blosc(cname="zstd", clevel=3 if rgb else 5, shuffle=shuffle)}
-    return {"compressors": BloscCodec(cname="zstd", clevel=3 if rgb else 5, shuffle="noshuffle" if rgb else "bitshuffle")}
+    shuffle = "noshuffle" if rgb else "bitshuffle"
+    return {"compressors": BloscCodec(cname="zstd", clevel=3 if rgb else 5, shuffle=shuffle)}

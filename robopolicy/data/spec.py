@@ -33,7 +33,8 @@ def feature(
     shape = list(arr.shape[1:])
     if kind is None:
         kind = "rgb" if looks_like_rgb(tuple(shape), arr.dtype) else "low_dim"
-    return {"shape": shape, "dtype": str(arr.dtype), "kind": kind, "units": units, "names": list(names) if names else None}
+    return {"shape": shape, "dtype": str(arr.dtype), "kind": kind, "units": units,
+            "names": list(names) if names else None}
 
 
 def build_attrs(

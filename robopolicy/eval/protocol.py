@@ -41,7 +41,9 @@ class VectorEnv(Protocol):
 
     def reset(self, *, seed: list[int]) -> tuple[dict[str, np.ndarray], dict[str, Any]]: ...
 
-    def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]: ...
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]: ...
 
 
 @dataclass

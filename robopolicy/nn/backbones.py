@@ -86,7 +86,7 @@ class ConditionalUnet1D(nn.Module):
         self.mid = nn.ModuleList([FiLMResidualBlock(mid, mid, film_dim, k, g) for _ in range(2)])
         self.up = nn.ModuleList()
         reversed_dims = list(reversed(cfg.down_dims))
-        for i, (a, b) in enumerate(zip(reversed_dims[:-1], reversed_dims[1:])):
+        for a, b in zip(reversed_dims[:-1], reversed_dims[1:]):
             self.up.append(nn.ModuleList([
                 FiLMResidualBlock(a * 2, b, film_dim, k, g), FiLMResidualBlock(b, b, film_dim, k, g),
                 nn.ConvTranspose1d(b, b, 4, 2, 1),

@@ -16,7 +16,8 @@ def _tasks(args: argparse.Namespace) -> int:
             h = task.horizons
             print(f"{name}\n  env: {task.env.backend} {task.env.id} {task.env.kwargs}\n  obs: {obs}\n"
                   f"  action: {task.action.dim}-d {task.action.convention}: {task.action_description}\n"
-                  f"  episode: {task.max_episode_steps} steps; success: {task.success.description or task.success.type}\n"
+                  f"  episode: {task.max_episode_steps} steps; "
+                  f"success: {task.success.description or task.success.type}\n"
                   f"  horizons: n_obs_steps={h.n_obs_steps} horizon={h.horizon} n_action_steps={h.n_action_steps}; "
                   f"expert: {task.expert.name or '-'}; fast: {task.fast}")
         else:

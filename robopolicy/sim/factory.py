@@ -72,7 +72,9 @@ def make_env(
     return env
 
 
-def make_vector_env(task: TaskSpec | str, n_envs: int, asynchronous: bool = False, **kwargs: Any) -> gym.vector.VectorEnv:
+def make_vector_env(
+    task: TaskSpec | str, n_envs: int, asynchronous: bool = False, **kwargs: Any
+) -> gym.vector.VectorEnv:
     """``n_envs`` copies of :func:`make_env` in a gymnasium sync or async vector env.
 
     Autoreset is gymnasium's default (next step), so the info returned with ``done`` is the real final

@@ -14,7 +14,8 @@ TASK_PREFIX = "task:"
 
 EPILOG = """\
 CONFIG is a TOML recipe with a [policy] and a [train] table, the name of a built-in recipe
-({names}), or task:NAME for the default recipe of tasks/NAME.toml (its specs and horizons filled in). Every field is documented in robopolicy/specs.py (PolicyConfig, TrainConfig); unknown
+({names}), or task:NAME for the default recipe of tasks/NAME.toml (its specs and horizons filled in).
+Every field is documented in robopolicy/specs.py (PolicyConfig, TrainConfig); unknown
 or mistyped fields are rejected with their name.
 
 examples:

@@ -11,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 TOOLS_PY = Path(os.environ.get("ROBOPOLICY_TOOLS_VENV", REPO / ".venv-tools")) / "bin" / "python"
+TFDS_PY = TOOLS_PY.parent.parent / "tfds" / "bin" / "python"  # tensorflow-datasets, in a venv of its own
 ROBOSUITE_DEMOS = Path(os.environ.get("ROBOPOLICY_TEST_DATA", REPO / ".cache" / "test-data")) / "robosuite-1.4.1"
 INSTALL_HINT = "run `bash scripts/install_test_tools.sh`"
 
@@ -21,6 +22,12 @@ def require_tools() -> Path:
     return TOOLS_PY
 
 
+def require_tfds() -> Path:
+    if not TFDS_PY.exists():
+        pytest.skip(f"tensorflow-datasets absent: {TFDS_PY} missing; {INSTALL_HINT}")
+    return TFDS_PY
+
+
 def robosuite_demo(name: str) -> Path:
     path = ROBOSUITE_DEMOS / name / "demo.hdf5" if name == "lift" else ROBOSUITE_DEMOS / name
     if not path.exists():
@@ -28,9 +35,10 @@ def robosuite_demo(name: str) -> Path:
     return path
 
 
-def run_tool(script: str, *args: str) -> None:
-    """Run tests/data_tools/<script> with the tools' python; fail with its output on error."""
-    proc = subprocess.run([str(require_tools()), str(HERE / script), *args], capture_output=True, text=True, timeout=600)
+def run_tool(script: str, *args: str, python: Path | None = None) -> None:
+    """Run tests/data_tools/<script> with the tools' python (or `python`); fail with its output on error."""
+    python = python or require_tools()
+    proc = subprocess.run([str(python), str(HERE / script), *args], capture_output=True, text=True, timeout=600)
     if proc.returncode:
         raise AssertionError(f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 

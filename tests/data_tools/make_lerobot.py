@@ -36,7 +36,8 @@ features = {
     "observation.images.wrist": {"dtype": "image", "shape": (H, W, 3), "names": ["height", "width", "channels"]},
 }
 kwargs = {"vcodec": vcodec} if version == "v3.0" else {}
-ds = LeRobotDataset.create("robopolicy/test", fps=FPS, features=features, root=out / "dataset", use_videos=True, **kwargs)
+ds = LeRobotDataset.create("robopolicy/test", fps=FPS, features=features, root=out / "dataset", use_videos=True,
+                           **kwargs)
 rng = np.random.default_rng(0)
 expected = {k: [] for k in features}
 yy, xx = np.mgrid[0:H, 0:W]

@@ -3,8 +3,9 @@
 Usage: make_minari.py OUT_DIR
 Rolls out 3 episodes of a gymnasium env with a Dict observation (an 8x8 RGB image, JPEG-encoded by
 Minari, and a low-dim vector) and hands them to minari.create_dataset_from_buffers (DataCollector
-would need jax), once with hdf5 and once with arrow storage, into OUT_DIR/{hdf5,arrow}/<dataset>. OUT_DIR/expected_<storage>.npz holds the exact
-observations (T+1 per episode), actions, rewards and flags that were recorded.
+would need jax), once with hdf5 and once with arrow storage, into OUT_DIR/{hdf5,arrow}/<dataset>.
+OUT_DIR/expected_<storage>.npz holds the exact observations (T+1 per episode), actions, rewards and flags that
+were recorded.
 """
 import os
 import sys
@@ -60,12 +61,14 @@ for storage in ("hdf5", "arrow"):
             done = term or trunc
         observations = {k: np.stack([o[k] for o in steps["obs"]]) for k in ("image", "state")}
         buffers.append(EpisodeBuffer(id=ep, seed=ep, observations=observations, actions=np.stack(steps["actions"]),
-                                     rewards=steps["rewards"], terminations=steps["terms"], truncations=steps["truncs"]))
+                                     rewards=steps["rewards"], terminations=steps["terms"],
+                                     truncations=steps["truncs"]))
     ds = minari.create_dataset_from_buffers(
         dataset_id=f"robopolicy/toy-{storage}-v0", buffer=buffers, env=env, algorithm_name="random",
         author="robopolicy tests", data_format=storage,
     )
-    expected: dict[str, list] = {"obs_image": [], "obs_state": [], "action": [], "reward": [], "terminated": [], "truncated": [], "n_actions": []}
+    columns = ("obs_image", "obs_state", "action", "reward", "terminated", "truncated", "n_actions")
+    expected: dict[str, list] = {name: [] for name in columns}
     for episode in ds.iterate_episodes():
         expected["obs_image"].append(episode.observations["image"])
         expected["obs_state"].append(episode.observations["state"])
