@@ -16,6 +16,7 @@ import gymnasium as gym
 
 from robopolicy.sim.video import VideoRecorder
 from robopolicy.sim.wrappers import DictObservation, MultiStepWrapper, SuccessInfo
+from robopolicy.specs import ConfigError
 from robopolicy.task import TaskSpec, load_task
 
 
@@ -73,15 +74,36 @@ def make_env(
 
 
 def make_vector_env(
-    task: TaskSpec | str, n_envs: int, asynchronous: bool = False, **kwargs: Any
+    task: TaskSpec | str, n_envs: int, asynchronous: bool = False, backend: str = "local",
+    ray_workers: int | None = None, ray_address: str | None = None, **kwargs: Any
 ) -> gym.vector.VectorEnv:
     """``n_envs`` copies of :func:`make_env` in a gymnasium sync or async vector env.
+
+    ``backend="ray"`` hosts them in ``ray_workers`` Ray actors instead (a local Ray, or the cluster at
+    ``ray_address``; :class:`robopolicy.sim.ray_vector.RayVectorEnv`), each running a local vector env of its
+    share built by this function, so both backends step and autoreset alike.
 
     Autoreset is gymnasium's default (next step), so the info returned with ``done`` is the real final
     info; robosuite workers are spawned, not forked, because its GL context does not survive a fork.
     """
     task = load_task(task) if isinstance(task, str) else task
+    if backend == "ray":
+        return _ray_vector_env(task, n_envs, ray_workers, ray_address, asynchronous=asynchronous, **kwargs)
+    if backend != "local":
+        raise ConfigError(f"vector_backend: expected 'local' or 'ray', got {backend!r}")
     fns = [partial(make_env, task, **kwargs) for _ in range(n_envs)]
     if asynchronous:
         return gym.vector.AsyncVectorEnv(fns, context="spawn" if task.env.backend == "robosuite" else None)
     return gym.vector.SyncVectorEnv(fns)
+
+
+def _ray_vector_env(task: TaskSpec, n_envs: int, workers: int | None, address: str | None,
+                    **kwargs: Any) -> gym.vector.VectorEnv:
+    try:
+        from robopolicy.sim.ray_vector import RayVectorEnv
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray":
+            raise
+        raise ConfigError("vector_backend: 'ray' needs Ray, which is not installed "
+                          "(pip install 'robopolicy[dist]'), or use 'local'") from exc
+    return RayVectorEnv(task, n_envs, num_workers=workers, address=address, **kwargs)
