@@ -54,7 +54,9 @@ def _read_parquet(path: Path, root: Path) -> Any:
     except FileNotFoundError as exc:
         raise DataError(root, str(path.relative_to(root)), "missing; expected a parquet file") from exc
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for truncated files
-        raise DataError(root, str(path.relative_to(root)), f"not a readable parquet file (truncated or corrupt?): {exc}") from exc
+        raise DataError(
+            root, str(path.relative_to(root)), f"not a readable parquet file (truncated or corrupt?): {exc}"
+        ) from exc
 
 
 def decode_video(path: Path, timestamps: np.ndarray, fps: float, key: str) -> np.ndarray:
@@ -82,7 +84,8 @@ def decode_video(path: Path, timestamps: np.ndarray, fps: float, key: str) -> np
         raise DataError(path, key, f"not a decodable video (truncated or corrupt?): {exc}") from exc
     missing = [float(timestamps[i]) for i, f in enumerate(out) if f is None]
     if missing:
-        raise DataError(path, key, f"no frame within {tol:.4f}s of timestamps {missing[:3]}; expected one frame per parquet row")
+        raise DataError(path, key,
+                        f"no frame within {tol:.4f}s of timestamps {missing[:3]}; expected one frame per parquet row")
     return np.stack(out)  # type: ignore[arg-type]
 
 
@@ -130,14 +133,16 @@ class LeRobotSource(Source):
         self.episode_meta = self._load_episodes()
         names = {
             k: list(v["names"]) for k, v in self.features.items()
-            if isinstance(v.get("names"), list) and v["dtype"] not in VISUAL and len(v["names"]) == int(np.prod(v["shape"]))
+            if isinstance(v.get("names"), list) and v["dtype"] not in VISUAL
+            and len(v["names"]) == int(np.prod(v["shape"]))
         }
         tasks = sorted({t for ep in self.episode_meta for t in (ep.get("tasks") or [])})
         self._info = SourceInfo(
             obs_keys=[k for k in self.features if k.startswith("observation.")],
             fps=self.fps,
             names=names,
-            source={"format": f"lerobot {self.version}", "path": str(path), "robot_type": meta.get("robot_type"), "tasks": tasks},
+            source={"format": f"lerobot {self.version}", "path": str(path), "robot_type": meta.get("robot_type"),
+                    "tasks": tasks},
         )
         self._table_cache: tuple[Path, Any] | None = None
 
@@ -186,14 +191,16 @@ class LeRobotSource(Source):
         if self.version == "v3.0":
             rel = self.meta["data_path"].format(chunk_index=ep["data/chunk_index"], file_index=ep["data/file_index"])
         else:
-            rel = self.meta["data_path"].format(episode_chunk=index // int(self.meta.get("chunks_size", 1000)), episode_index=index)
+            chunk = index // int(self.meta.get("chunks_size", 1000))
+            rel = self.meta["data_path"].format(episode_chunk=chunk, episode_index=index)
         table = self._table(self.path / rel)
         for key in (*self.features, "timestamp", "episode_index"):
             if key not in table.column_names and self.features.get(key, {}).get("dtype") != "video":
                 raise DataError(self.path, f"{rel}:{key}", "missing column; expected it from meta/info.json features")
         rows = table.filter(pc.equal(table["episode_index"], index))
         if rows.num_rows != int(ep["length"]):
-            raise DataError(self.path, f"{rel}:episode {index}", f"{rows.num_rows} rows; the episodes metadata says {ep['length']}")
+            raise DataError(self.path, f"{rel}:episode {index}",
+                            f"{rows.num_rows} rows; the episodes metadata says {ep['length']}")
         return rows, rel
 
     def episodes(self) -> Iterator[tuple[str, Episode]]:
@@ -215,7 +222,8 @@ class LeRobotSource(Source):
         if not template:
             raise DataError(self.path, "meta/info.json:video_path", f"missing; feature {key} is a video")
         if self.version == "v3.0":
-            rel = template.format(video_key=key, chunk_index=ep[f"videos/{key}/chunk_index"], file_index=ep[f"videos/{key}/file_index"])
+            rel = template.format(video_key=key, chunk_index=ep[f"videos/{key}/chunk_index"],
+                                  file_index=ep[f"videos/{key}/file_index"])
             stamps = stamps + float(ep[f"videos/{key}/from_timestamp"])
         else:
             chunk = index // int(self.meta.get("chunks_size", 1000))
@@ -246,7 +254,8 @@ class _VideoWriter:
         import av
 
         if height % 2 or width % 2:
-            raise DataError(path, key, f"{height}x{width} frames; H.264 (yuv420p) needs even sizes, use --lerobot-images png")
+            raise DataError(path, key,
+                            f"{height}x{width} frames; H.264 (yuv420p) needs even sizes, use --lerobot-images png")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.container = av.open(str(path), "w")
         rate = Fraction(fps).limit_denominator(1000)
@@ -284,10 +293,13 @@ def _tasks_table(task: str) -> Any:
 
     pandas_meta = {
         "index_columns": ["__index_level_0__"],
-        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}],
+        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
+                            "metadata": {"encoding": "UTF-8"}}],
         "columns": [
-            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
-            {"name": None, "field_name": "__index_level_0__", "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
+            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
+             "metadata": None},
+            {"name": None, "field_name": "__index_level_0__", "pandas_type": "unicode", "numpy_type": "object",
+             "metadata": None},
         ],
         "attributes": {},
         "creator": {"library": "pyarrow", "version": pa.__version__},
@@ -342,7 +354,8 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
                     features[name] = {"dtype": dtype, "shape": list(arr.shape[1:]) or [1], "names": info.names.get(key)}
                     if dtype == "video":
                         features[name]["names"] = ["height", "width", "channels"]
-                        writers[name] = _VideoWriter(tmp / f"videos/{name}/chunk-000/file-000.mp4", fps, arr.shape[1], arr.shape[2], name)
+                        video = tmp / f"videos/{name}/chunk-000/file-000.mp4"
+                        writers[name] = _VideoWriter(video, fps, arr.shape[1], arr.shape[2], name)
                     elif dtype == "image":
                         features[name]["names"] = ["height", "width", "channels"]
             columns: dict[str, Any] = {}
@@ -388,10 +401,11 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
         raise DataError(source.path, None, "no episodes to write; expected at least one")
     for col in DEFAULT_COLUMNS:
         features[col] = {"dtype": "float32" if col == "timestamp" else "int64", "shape": [1], "names": None}
-    for name, w in writers.items():
+    for name in writers:
         h, wd, c = features[name]["shape"]
-        features[name]["info"] = {"video.height": h, "video.width": wd, "video.codec": "h264", "video.pix_fmt": "yuv420p",
-                                  "video.is_depth_map": False, "video.fps": fps, "video.channels": c, "has_audio": False}
+        features[name]["info"] = {"video.height": h, "video.width": wd, "video.codec": "h264",
+                                  "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": fps,
+                                  "video.channels": c, "has_audio": False}
     (tmp / "meta/episodes/chunk-000").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(episode_rows), tmp / ep_rel)
     pq.write_table(_tasks_table(task), tmp / "meta/tasks.parquet")
@@ -400,7 +414,8 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
     info_json = {
         "codebase_version": "v3.0", "robot_type": info.source.get("robot_type"), "total_episodes": len(episode_rows),
         "total_frames": index, "total_tasks": 1, "chunks_size": 1000, "data_files_size_in_mb": 100,
-        "video_files_size_in_mb": 200, "fps": fps if fps != int(fps) else int(fps), "splits": {"train": f"0:{len(episode_rows)}"},
+        "video_files_size_in_mb": 200, "fps": fps if fps != int(fps) else int(fps),
+        "splits": {"train": f"0:{len(episode_rows)}"},
         "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
         "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4" if writers else None,
         "features": features, "robopolicy_source": info.source,

@@ -58,7 +58,8 @@ def _is_image(space: dict) -> bool:
 def _decode_jpeg(blobs: Any) -> np.ndarray:
     from PIL import Image
 
-    return np.stack([np.asarray(Image.open(io.BytesIO(np.asarray(b).tobytes() if not isinstance(b, bytes) else b))) for b in blobs])
+    raw = (b if isinstance(b, bytes) else np.asarray(b).tobytes() for b in blobs)
+    return np.stack([np.asarray(Image.open(io.BytesIO(data))) for data in raw])
 
 
 class MinariSource(Source):
@@ -70,7 +71,9 @@ class MinariSource(Source):
         try:
             self.meta = json.loads((self.data / "metadata.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(path, "data/metadata.json", f"missing or not valid JSON; expected Minari metadata ({exc})") from exc
+            raise DataError(
+                path, "data/metadata.json", f"missing or not valid JSON; expected Minari metadata ({exc})"
+            ) from exc
         self.storage = self.meta.get("data_format")
         if self.storage not in ("hdf5", "arrow"):
             raise DataError(path, "data/metadata.json:data_format", f"{self.storage!r}; expected 'hdf5' or 'arrow'")
@@ -78,7 +81,8 @@ class MinariSource(Source):
         for key, value in spaces.items():
             if value is None:
                 raise DataError(path, f"data/metadata.json:{key}", "missing; expected a serialized gymnasium space")
-        self.obs_space = _leaves(json.loads(spaces["observation_space"]) if isinstance(spaces["observation_space"], str) else spaces["observation_space"], "observation")
+        obs_space = spaces["observation_space"]
+        self.obs_space = _leaves(json.loads(obs_space) if isinstance(obs_space, str) else obs_space, "observation")
         self.ids = self._episode_ids()
         kept = {k: v for k, v in self.meta.items() if k not in ("observation_space", "action_space")}
         self._info = SourceInfo(
@@ -108,7 +112,8 @@ class MinariSource(Source):
             self._first = self._episode(self.ids[0])[1]
         feats = features_of(self._first) if self._first else {}
         n_frames = int(self.meta.get("total_steps", 0))
-        return Summary(str(self.path), f"minari {self.storage}", int(self.meta.get("total_episodes", len(self.ids))), n_frames, None, feats)
+        n_episodes = int(self.meta.get("total_episodes", len(self.ids)))
+        return Summary(str(self.path), f"minari {self.storage}", n_episodes, n_frames, None, feats)
 
     def episodes(self) -> Iterator[tuple[str, Episode]]:
         for i in self.ids:
@@ -121,7 +126,8 @@ class MinariSource(Source):
         for key in self.obs_space:
             obs = raw[key]
             if len(obs) != n + 1:
-                raise DataError(self.path, f"{label}/{key}", f"{len(obs)} observations; expected {n + 1} (one more than the {n} actions)")
+                raise DataError(self.path, f"{label}/{key}",
+                                f"{len(obs)} observations; expected {n + 1} (one more than the {n} actions)")
             episode[key] = obs[:-1]
         episode.update({native: raw[native] for native in _STEP_KEYS.values() if native in raw})
         return label, episode
@@ -155,7 +161,8 @@ class MinariSource(Source):
 
         label = f"data/{i}"
         try:
-            table = pds.dataset(str(self.data / str(i)), format="arrow", ignore_prefixes=["_", ".", "metadata.json"]).to_table()
+            ignore = ["_", ".", "metadata.json"]
+            table = pds.dataset(str(self.data / str(i)), format="arrow", ignore_prefixes=ignore).to_table()
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(self.path, label, f"not readable arrow data (truncated or corrupt?): {exc}") from exc
 

@@ -20,7 +20,9 @@ from robopolicy.data.convert.base import Episode, Format, Source, SourceInfo, Su
 from robopolicy.data.errors import DataError
 
 # robomimic name -> native name, for per-step datasets directly under data/demo_k.
-_TOP_LEVEL = {"actions": "action", "states": "states", "rewards": "reward", "dones": "done", "actions_abs": "action_abs"}
+_TOP_LEVEL = {
+    "actions": "action", "states": "states", "rewards": "reward", "dones": "done", "actions_abs": "action_abs",
+}
 _DICT_PREFIX = "action_dict."
 
 
@@ -100,7 +102,8 @@ class RobomimicSource(Source):
         env_info = attrs.get("env_info") or {}
         kwargs = env_args.get("env_kwargs", {}) if isinstance(env_args, dict) else {}
         fps = _find(kwargs, "control_freq") or _find(env_info, "control_freq")
-        controller = kwargs.get("controller_configs") or (env_info.get("controller_configs") if isinstance(env_info, dict) else None)
+        info_controller = env_info.get("controller_configs") if isinstance(env_info, dict) else None
+        controller = kwargs.get("controller_configs") or info_controller
         delta = _find(controller, "control_delta")
         ctype = str(_find(controller, "type") or "")
         convention = {
@@ -108,8 +111,10 @@ class RobomimicSource(Source):
             "rotation": "axis_angle" if "OSC_POSE" in ctype or "BASIC" in ctype else "unknown",
             "controller": ctype or "unknown",
         }
-        kept = {k: v for k, v in attrs.items() if k in ("env_args", "env", "env_info", "repository_version", "date", "time")}
-        source = {"format": "robomimic" if self.processed else "robosuite", "path": str(self.path), "filter_key": filter_key, **kept}
+        kept = {k: v for k, v in attrs.items()
+                if k in ("env_args", "env", "env_info", "repository_version", "date", "time")}
+        source = {"format": "robomimic" if self.processed else "robosuite", "path": str(self.path),
+                  "filter_key": filter_key, **kept}
         first = self.data[self.demos[0]]
         obs_keys = sorted(first["obs"]) if self.processed else ["states"]
         return SourceInfo(obs_keys=obs_keys, fps=float(fps) if fps else None, convention=convention, source=source)
@@ -131,15 +136,18 @@ class RobomimicSource(Source):
         })
         if self.processed:
             if "obs" not in demo:
-                raise DataError(self.path, f"data/{name}/obs", "missing; expected the observations group of a robomimic dataset")
+                raise DataError(self.path, f"data/{name}/obs",
+                                "missing; expected the observations group of a robomimic dataset")
             out.update({k: demo["obs"][k] for k in self._info.obs_keys if k in demo["obs"]})
             for k in self._info.obs_keys:
                 if k not in demo["obs"]:
-                    raise DataError(self.path, f"data/{name}/obs/{k}", "missing; expected the same obs keys in every demo")
+                    raise DataError(self.path, f"data/{name}/obs/{k}",
+                                    "missing; expected the same obs keys in every demo")
         if "action_dict" in demo:
             out.update({f"{_DICT_PREFIX}{k}": demo["action_dict"][k] for k in demo["action_dict"]})
         elif "states" not in demo and not self.processed:
-            raise DataError(self.path, f"data/{name}/states", "missing; expected the simulator states of a robosuite demo")
+            raise DataError(self.path, f"data/{name}/states",
+                            "missing; expected the simulator states of a robosuite demo")
         return out
 
     def summary(self) -> Summary:
@@ -193,7 +201,8 @@ def write_robomimic(source: Source, episodes: Iterator[Episode], tmp: Path, opti
             raise DataError(source.path, None, "no episodes to write; expected at least one")
         data.attrs["total"] = total
         env_args = info.source.get("env_args")
-        data.attrs["env_args"] = json.dumps(env_args if env_args else {"env_name": None, "type": None, "env_kwargs": {}})
+        no_env = {"env_name": None, "type": None, "env_kwargs": {}}
+        data.attrs["env_args"] = json.dumps(env_args if env_args else no_env)
         data.attrs["robopolicy_source"] = json.dumps(info.source, default=str)
     return {}  # reading the file back yields the same native keys
 
