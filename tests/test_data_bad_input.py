@@ -10,6 +10,7 @@ import pytest
 
 from robopolicy.atomic import DestinationExistsError, atomic_output
 from robopolicy.data.replay_buffer import ReplayBuffer
+from tests.data_tools import convert_fails as _fails
 from tests.data_tools import run_cli
 
 
@@ -24,17 +25,6 @@ def _robomimic(path, **overrides):
                 if arr is not None:
                     f.create_dataset(f"data/demo_{k}/{key}", data=arr)
     return path
-
-
-def _fails(tmp_path, capsys, src, *expected, extra=()):
-    out_dir = tmp_path / "out"
-    out_dir.mkdir(exist_ok=True)
-    assert run_cli("convert", str(src), str(out_dir / "dst.zarr"), "--no-progress", *extra) == 2
-    message = capsys.readouterr().out
-    for text in expected:
-        assert text in message, message
-    assert list(out_dir.iterdir()) == []  # no partial output, no temp files
-    return message
 
 
 def test_mismatched_lengths(tmp_path, capsys):

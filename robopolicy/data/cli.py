@@ -24,7 +24,7 @@ def _convert(args: argparse.Namespace) -> int:
                "command": "robopolicy convert " + " ".join(sys.argv[2:])}
     src, out = convert(
         args.src, args.dst, src_format=args.format, dst_format=args.to, overwrite=args.overwrite,
-        filter_key=args.filter_key, progress=not args.no_progress, options=options,
+        filter_key=args.filter_key, progress=not args.no_progress, options=options, recipe=args.recipe,
     )
     print("source:\n" + src.render())
     print("written (validated: episodes, frames, shapes, dtypes match):\n" + out.render())
@@ -66,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     conv.add_argument("--format", choices=fmt_names, help="source format (default: auto-detect)")
     conv.add_argument("--to", choices=writable, help="output format (default: from DST's suffix)")
     conv.add_argument("--filter-key", help="robomimic: only the demos listed in mask/<FILTER_KEY>")
+    conv.add_argument("--recipe", help="rlds: TOML key map (which step features become which arrays, fps, split)")
     conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     conv.add_argument("--lerobot-images", choices=["video", "png"], default="video",
                       help="lerobot output: camera frames as H.264 mp4 (default) or lossless PNG in parquet")

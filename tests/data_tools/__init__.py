@@ -56,3 +56,15 @@ def run_cli(*argv: str) -> int:
     except DataError as exc:
         print(f"error: {exc}")
         return 2
+
+
+def convert_fails(tmp_path: Path, capsys: pytest.CaptureFixture, src: Path, *expected: str, extra: tuple = ()) -> str:
+    """`robopolicy convert SRC tmp/out/dst.zarr` must exit 2, print every `expected` text and leave nothing behind."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir(exist_ok=True)
+    assert run_cli("convert", str(src), str(out_dir / "dst.zarr"), "--no-progress", *extra) == 2
+    message = capsys.readouterr().out
+    for text in expected:
+        assert text in message, message
+    assert list(out_dir.iterdir()) == []  # no partial output, no temp files
+    return message

@@ -8,11 +8,13 @@ from typing import Any
 from tqdm import tqdm
 
 from robopolicy.atomic import atomic_output
-from robopolicy.data.convert import dp_zarr, lerobot, minari, robomimic
+from robopolicy.data.convert import dp_zarr, lerobot, minari, rlds, robomimic
 from robopolicy.data.convert.base import Episode, Format, Source, Summary, check_episode, features_of
 from robopolicy.data.errors import DataError
 
-FORMATS: dict[str, Format] = {f.name: f for f in (dp_zarr.FORMAT, robomimic.FORMAT, lerobot.FORMAT, minari.FORMAT)}
+FORMATS: dict[str, Format] = {
+    f.name: f for f in (dp_zarr.FORMAT, robomimic.FORMAT, lerobot.FORMAT, minari.FORMAT, rlds.FORMAT)
+}
 
 __all__ = ["FORMATS", "Summary", "convert", "detect_format", "open_source", "output_format"]
 
@@ -48,12 +50,19 @@ def output_format(dst: Path, name: str | None) -> Format:
     return fmt
 
 
-def open_source(path: str | Path, fmt: str | None = None, filter_key: str | None = None) -> Source:
+def open_source(
+    path: str | Path, fmt: str | None = None, filter_key: str | None = None, recipe: str | Path | None = None
+) -> Source:
+    """Open `path` as `fmt` (default: detected); `filter_key` is robomimic's, `recipe` the RLDS key map."""
     path = Path(path)
     chosen = get_format(fmt) if fmt else detect_format(path)
-    if filter_key is not None and chosen.name != "robomimic":
-        raise DataError(path, "mask", f"--filter-key applies to robomimic hdf5 only, not {chosen.name}")
-    kwargs = {"filter_key": filter_key} if filter_key is not None else {}
+    kwargs: dict[str, Any] = {}
+    for option, value, owner in (("filter_key", filter_key, "robomimic"), ("recipe", recipe, "rlds")):
+        if value is None:
+            continue
+        if chosen.name != owner:
+            raise DataError(path, option, f"--{option.replace('_', '-')} applies to {owner} only, not {chosen.name}")
+        kwargs[option] = value
     return chosen.open(path, **kwargs)
 
 
@@ -81,6 +90,8 @@ class _Tally:
 def _verify(src: Summary, tally: _Tally, out: Summary, mapping: dict[str, str], dst: Path) -> None:
     expected = [("episodes", src.n_episodes, tally.n_episodes, out.n_episodes), ("frames", src.n_frames, tally.n_frames, out.n_frames)]
     for what, claimed, streamed, written in expected:
+        if claimed is None:  # not in the source's metadata: only what was read and written can be compared
+            claimed = streamed
         if not claimed == streamed == written:
             raise DataError(dst, None, f"{what}: source metadata says {claimed}, read {streamed}, wrote {written}")
     for key, (shape, dtype) in tally.features.items():
@@ -98,6 +109,7 @@ def convert(
     filter_key: str | None = None,
     progress: bool = True,
     options: dict[str, Any] | None = None,
+    recipe: str | Path | None = None,
 ) -> tuple[Summary, Summary]:
     """Convert `src` to `dst`; return (source summary, written summary). Nothing is left at `dst` on error."""
     src, dst = Path(src), Path(dst)
@@ -106,7 +118,7 @@ def convert(
         raise DataError(dst, None, "destination exists; pass --overwrite to replace it")
     if dst.exists() and dst.resolve() == src.resolve():
         raise DataError(dst, None, "destination is the source")
-    with open_source(src, src_format, filter_key) as source:
+    with open_source(src, src_format, filter_key, recipe) as source:
         src_summary = source.summary()
         tally = _Tally()
         with atomic_output(dst, overwrite=overwrite) as tmp:

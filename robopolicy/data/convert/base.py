@@ -27,7 +27,7 @@ class Summary:
     path: str
     format: str
     n_episodes: int
-    n_frames: int
+    n_frames: int | None  # None: not recorded in the metadata (RLDS), counted while converting
     fps: float | None
     features: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
 
@@ -37,7 +37,7 @@ class Summary:
             f"{self.path}",
             f"  format    {self.format}",
             f"  episodes  {self.n_episodes}",
-            f"  frames    {self.n_frames}",
+            f"  frames    {'unknown (not in the metadata)' if self.n_frames is None else self.n_frames}",
             f"  fps       {fps}",
             "  features:",
         ]

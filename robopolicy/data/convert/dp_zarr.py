@@ -81,6 +81,8 @@ def write_zarr(source: Source, episodes: Iterator[Episode], tmp: Path, options: 
             rb.add_episode(episode)
         if rb is None:
             raise DataError(source.path, None, "no episodes to write; expected at least one")
+        # Written again at the end: some readers learn provenance while streaming (RLDS per-episode metadata).
+        rb.update_attrs({"source": json.loads(json.dumps(info.source, default=str))})
         rb.close()
     except BaseException:
         if rb is not None:
