@@ -72,8 +72,8 @@ def test_write_moves_the_mock_and_returns_the_applied_command(spec):
     np.testing.assert_allclose(applied.value, target)
     obs = backend.read()
     np.testing.assert_allclose(obs.position, target)
-    assert {"position", "velocity", "torque", "images/robotview"} <= set(obs.stamps)
-    assert obs.images["robotview"].shape == (84, 84, 3)
+    assert {"position", "velocity", "torque", "images/front"} <= set(obs.stamps)
+    assert obs.images["front"].shape == (84, 84, 3)
     backend.hold()
     assert backend.state is State.ARMED and backend.robot.held
     status = backend.status()

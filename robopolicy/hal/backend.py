@@ -96,6 +96,17 @@ class AuthError(LinkError):
     """The peer did not prove it holds the shared key."""
 
 
+class ProtocolError(LinkError):
+    """A malformed, oversized, replayed or wrong-version message."""
+
+
+class LinkLostError(LinkError):
+    """No reply or heartbeat from the peer for the allowed number of periods."""
+
+
+_LINK_FAULTS = ((AuthError, FaultKind.AUTH), (ProtocolError, FaultKind.PROTOCOL), (LinkLostError, FaultKind.LINK_LOST))
+
+
 @dataclass(frozen=True)
 class Observation:
     """One reading. ``stamps`` holds the monotonic capture time of every field (``position``, ``velocity``,
@@ -366,13 +377,14 @@ class Backend(ABC):
         return Command(value, self._spec.control_mode, t, seq or self.next_seq())
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
-        """Run a hook; a lost link becomes a ``disconnect`` fault (hold, faulted, FaultError)."""
+        """Run a hook; a lost link or a wrapped backend's fault becomes this backend's fault (hold, faulted,
+        FaultError)."""
         try:
             return fn()
-        except FaultError:
-            raise
+        except FaultError as exc:  # a wrapped backend (remote server, readonly's inner one) faulted
+            self._fault(exc.kind, str(exc), cause=exc)
         except (LinkError, OSError) as exc:
-            kind = FaultKind.AUTH if isinstance(exc, AuthError) else FaultKind.DISCONNECT
+            kind = next((k for cls, k in _LINK_FAULTS if isinstance(exc, cls)), FaultKind.DISCONNECT)
             self._fault(kind, str(exc) or type(exc).__name__, cause=exc)
 
     def _record(self, kind: FaultKind, message: str) -> None:
