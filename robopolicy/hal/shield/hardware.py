@@ -1,0 +1,124 @@
+"""The shield built from a hardware file, and :class:`ShieldedBackend`, the one path from a command to an
+actuator: it shields every command before calling the backend's raw ``write`` (a test walks the source tree
+and fails if anything else calls it), and checks every reading against the hard limits (fault, not clip)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from robopolicy.hal.backend import Backend, Command, FaultKind, Observation
+from robopolicy.hal.shield.kinematics import ShadowModel, Workspace
+from robopolicy.hal.shield.pipeline import Shield, ShieldConfig, ShieldFault, ShieldStep
+from robopolicy.hal.shield.stages import JointLimits
+from robopolicy.hal.spec import HardwareSpec
+from robopolicy.specs import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShieldOptions:
+    """Which stages run and how tight they are; the limits themselves come from the hardware file.
+
+    ``margin`` (rad) keeps commands this far inside the hard position limits. ``min_distance`` (m): closer geom
+    pairs count as colliding. ``rates``: the velocity, acceleration and jerk stages.
+    """
+
+    margin: float = 0.05
+    rates: bool = True
+    workspace: bool = True
+    collision: bool = True
+    min_distance: float = 0.0
+    qp: bool = False
+    fallback: str = "decelerate"
+    measured_tolerance: float = 0.01
+
+    @classmethod
+    def joint_only(cls) -> ShieldOptions:
+        """No shadow model: schema, positions and rates (no MuJoCo needed)."""
+        return cls(workspace=False, collision=False)
+
+
+def joint_limits(spec: HardwareSpec, margin: float = 0.05, rates: bool = True) -> JointLimits:
+    lim = spec.limits
+    return JointLimits(
+        lower=np.array(lim.position_lower), upper=np.array(lim.position_upper), dt=spec.period_s,
+        margin=np.full(spec.n_joints, margin),
+        velocity=np.array(lim.velocity) if rates else None,
+        acceleration=np.array(lim.acceleration) if rates else None,
+        jerk=np.array(lim.jerk) if rates else None,
+    )
+
+
+def shadow_model(spec: HardwareSpec, min_distance: float = 0.0) -> ShadowModel:
+    """The shadow model of ``spec.mjcf``. A real robot's driver may name its joints differently from the
+    model (``panda_joint1`` vs ``joint1``): then the model's joints are taken in order if their count matches."""
+    try:
+        return ShadowModel(spec.mjcf, spec.joints, spec.ee_site, min_distance, ee_kind=spec.ee_kind)
+    except KeyError:
+        shadow = ShadowModel(spec.mjcf, None, spec.ee_site, min_distance, ee_kind=spec.ee_kind)
+        if shadow.n_joints != spec.n_joints:
+            raise ConfigError(f"{spec.path}: joints: the model {spec.mjcf} has none of these names and "
+                              f"{shadow.n_joints} joints, not {spec.n_joints}") from None
+        log.info("shield: %s names its joints differently from %s; using the model's joints in order",
+                 spec.path or spec.name, spec.mjcf)
+        return shadow
+
+
+def build_shield(spec: HardwareSpec, options: ShieldOptions | None = None) -> Shield:
+    """The shield for ``spec``'s limits, workspace and model, with the stages ``options`` enable."""
+    options = options or ShieldOptions()
+    if spec.control_mode not in ("joint_position", "joint_velocity"):
+        raise ConfigError(f"{spec.path or spec.name}: control_mode: the shield works in joint space; expected "
+                          f"joint_position or joint_velocity, got {spec.control_mode!r}")
+    try:
+        config = ShieldConfig(
+            joint_limits(spec, options.margin, options.rates), control_mode=spec.control_mode,
+            workspace=Workspace(np.array(spec.workspace.lower), np.array(spec.workspace.upper))
+            if options.workspace else None,
+            collision=options.collision, qp=options.qp, fallback=options.fallback,  # type: ignore[arg-type]
+            gripper=spec.gripper, measured_tolerance=options.measured_tolerance,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{spec.path or spec.name}: shield: {exc}") from exc
+    needs_model = options.workspace or options.collision
+    return Shield(config, shadow_model(spec, options.min_distance) if needs_model else None)
+
+
+class ShieldedBackend:
+    """A backend that can only be commanded through a shield.
+
+    ``start()`` reads the measured state and resets the shield there; ``read()`` checks each reading against
+    the hard limits (a violation is reported to the backend as a ``limit`` fault, which holds the arm, and
+    raises :class:`ShieldFault`); ``send()`` shields a command and applies it.
+    """
+
+    def __init__(self, backend: Backend, shield: Shield) -> None:
+        self.backend = backend
+        self.shield = shield
+
+    @property
+    def spec(self) -> HardwareSpec:
+        return self.backend.spec
+
+    def start(self) -> Observation:
+        obs = self.read()
+        self.shield.reset(obs.position)
+        return obs
+
+    def read(self) -> Observation:
+        obs = self.backend.read()
+        try:
+            self.shield.check_measured(obs.position, obs.velocity)
+        except ShieldFault as exc:
+            self.backend.report_fault(FaultKind.LIMIT, str(exc))
+            raise
+        return obs
+
+    def send(self, action: np.ndarray, t_target: float | None = None) -> tuple[ShieldStep, Command]:
+        """Shield ``action`` and write the result; returns the shield's step and the command applied."""
+        step = self.shield(action)
+        return step, self.backend.write(step.command, t_target)

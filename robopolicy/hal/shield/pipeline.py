@@ -1,0 +1,271 @@
+"""The shield: the ordered pipeline of stages between the executor and a backend, with its fallback.
+
+Order: schema/finite -> joint position (soft limits) -> velocity -> acceleration -> jerk (relative to the last
+commanded motion) -> Cartesian workspace (forward kinematics on the shadow model) -> collision (shadow model)
+-> optional QP projection -> final check of every enabled limit -> fallback. The fallback (decelerate as the
+acceleration limit allows, or hold the last commanded position) is taken when a stage finds no command or the
+final check finds one limit broken, so the output either satisfies every enabled limit or is the fallback.
+A *measured* state outside the hard limits is never clipped: :meth:`Shield.check_measured` raises
+:class:`ShieldFault` and the executor faults.
+
+Every step's interventions (raw command, shielded command, stage, amount) go to a bounded log and are counted
+per episode. Commands are absolute joint positions; in joint-velocity mode the shield works on the position the
+velocity would reach after one period and converts back.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from robopolicy.hal.shield import stages
+from robopolicy.hal.shield.kinematics import ShadowModel, Workspace, collision_stage, workspace_stage
+from robopolicy.hal.shield.qp import qp_stage, solver_name
+from robopolicy.hal.shield.stages import Correction, JointLimits, Motion
+
+GRIPPER_RANGE = (-1.0, 1.0)
+
+
+class ShieldFault(RuntimeError):
+    """The measured state is outside the hard limits (or not finite): fault, never clip."""
+
+
+@dataclass(frozen=True)
+class ShieldConfig:
+    """What the shield enforces. ``workspace``/``collision`` need a shadow model; ``qp`` adds the projection.
+
+    ``measured_tolerance``: how far (rad; metres for the workspace) a measured state may sit beyond a hard limit
+    before it is a fault (sensor noise, a controller's overshoot).
+    """
+
+    limits: JointLimits
+    control_mode: Literal["joint_position", "joint_velocity"] = "joint_position"
+    workspace: Workspace | None = None
+    collision: bool = False
+    qp: bool = False
+    qp_gamma: float = 0.5
+    fallback: Literal["decelerate", "hold"] = "decelerate"
+    gripper: bool = False
+    measured_tolerance: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.control_mode not in ("joint_position", "joint_velocity"):
+            raise ValueError(f"shield: control mode {self.control_mode!r} is not shielded in joint space; "
+                             "expected joint_position or joint_velocity")
+        if self.fallback not in ("decelerate", "hold"):
+            raise ValueError(f"shield: fallback must be 'decelerate' or 'hold', got {self.fallback!r}")
+
+
+@dataclass(frozen=True)
+class Intervention:
+    stage: str
+    amount: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ShieldStep:
+    """One shielded step: ``command`` is what goes to the backend; ``fallback`` is None, "decelerate" or "hold"."""
+
+    raw: np.ndarray
+    command: np.ndarray
+    interventions: tuple[Intervention, ...] = ()
+    fallback: str | None = None
+
+    @property
+    def intervened(self) -> bool:
+        return bool(self.interventions) or self.fallback is not None
+
+
+@dataclass
+class EpisodeCounts:
+    """Per-episode intervention counts: steps, steps with any intervention, per stage, fallbacks."""
+
+    steps: int = 0
+    intervened: int = 0
+    by_stage: Counter = field(default_factory=Counter)
+    fallbacks: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "intervened": self.intervened, "rate": self.intervened / max(self.steps, 1),
+                "by_stage": dict(self.by_stage), "fallbacks": dict(self.fallbacks)}
+
+
+class Shield:
+    """Stateful wrapper of the pure stages: it keeps the last commanded motion and the logs."""
+
+    def __init__(self, config: ShieldConfig, shadow: ShadowModel | None = None, log_size: int = 10_000) -> None:
+        if (config.workspace is not None or config.collision) and shadow is None:
+            raise ValueError("shield: the workspace and collision stages need a shadow model")
+        self.config = config
+        self.shadow = shadow
+        self.log: deque[ShieldStep] = deque(maxlen=log_size)
+        self.counts = EpisodeCounts()
+        self._motion: Motion | None = None
+
+    @property
+    def limits(self) -> JointLimits:
+        return self.config.limits
+
+    @property
+    def motion(self) -> Motion:
+        if self._motion is None:
+            raise RuntimeError("shield: call reset(measured_position) before shielding commands")
+        return self._motion
+
+    @property
+    def stage_names(self) -> list[str]:
+        names = ["schema", *stages.enabled_bounds(self.limits)]
+        names += ["workspace"] * (self.config.workspace is not None) + ["collision"] * self.config.collision
+        return names + [f"qp[{solver_name(self.config.workspace)}]"] * self.config.qp
+
+    # ---- measured state ---------------------------------------------------------------------------------
+
+    def check_measured(self, position: np.ndarray, velocity: np.ndarray | None = None) -> None:
+        """Raise :class:`ShieldFault` if the measured joint state is non-finite or beyond a hard limit."""
+        lim, tol = self.limits, self.config.measured_tolerance
+        q = np.asarray(position, float)
+        if q.shape != (lim.n,) or not np.isfinite(q).all():
+            raise ShieldFault(f"measured joint position {q.tolist()} is not {lim.n} finite numbers")
+        outside = np.flatnonzero((q < lim.lower - tol) | (q > lim.upper + tol))
+        if len(outside):
+            j = int(outside[0])
+            raise ShieldFault(f"measured joint {j} at {q[j]:.4f} rad is outside its hard limits "
+                              f"[{lim.lower[j]:.4f}, {lim.upper[j]:.4f}]")
+        if velocity is not None and lim.velocity is not None:
+            v = np.asarray(velocity, float)
+            if v.shape != (lim.n,) or not np.isfinite(v).all():
+                raise ShieldFault(f"measured joint velocity {v.tolist()} is not {lim.n} finite numbers")
+            fast = np.flatnonzero(np.abs(v) > lim.velocity * (1 + tol) + tol)
+            if len(fast):
+                j = int(fast[0])
+                raise ShieldFault(f"measured joint {j} moves at {v[j]:.4f} rad/s, beyond its limit "
+                                  f"{lim.velocity[j]:.4f}")
+        if self.config.workspace is not None and self.shadow is not None:
+            ee = self.shadow.ee_position(q)
+            if not self.config.workspace.contains(ee, tol):
+                raise ShieldFault(f"measured end effector at {np.round(ee, 4).tolist()} m is outside the workspace "
+                                  f"{self.config.workspace.lower.tolist()} .. {self.config.workspace.upper.tolist()}")
+
+    def reset(self, position: np.ndarray) -> None:
+        """Start an episode at rest at the measured position (checked first); clears the episode counts."""
+        self.check_measured(position)
+        self._motion = Motion.at_rest(np.clip(position, self.limits.lower, self.limits.upper))
+        self.counts = EpisodeCounts()
+
+    # ---- commands ---------------------------------------------------------------------------------------
+
+    def __call__(self, command: object) -> ShieldStep:
+        """Shield one command (joint positions or velocities, plus a gripper value when configured)."""
+        raw = np.array(command, dtype=float, copy=True) if _numeric(command) else np.full(1, np.nan)
+        split = self.config.gripper and raw.ndim == 1 and raw.size
+        arm, gripper = (raw[:-1], raw[-1:]) if split else (raw, np.zeros(0))
+        last = self.motion
+        if self.config.control_mode == "joint_velocity":
+            arm = last.q + arm * self.limits.dt
+        q, interventions, fallback = self.shield_positions(arm, last)
+        self._motion = Motion.at_rest(q) if fallback == "hold" else last.advance(q, self.limits.dt)
+        out = (q - last.q) / self.limits.dt if self.config.control_mode == "joint_velocity" else q
+        if self.config.gripper:
+            g = gripper if gripper.size == 1 and np.isfinite(gripper).all() else np.zeros(1)
+            clipped = np.clip(g, *GRIPPER_RANGE)
+            if gripper.size != 1 or (clipped != gripper).any():
+                interventions.append(Intervention("gripper", float(np.max(np.abs(clipped - g), initial=0.0))))
+            out = np.concatenate([out, clipped])
+        step = ShieldStep(raw, out, tuple(interventions), fallback)
+        self._count(step)
+        return step
+
+    def shield_positions(self, request: np.ndarray, last: Motion) -> tuple[np.ndarray, list[Intervention], str | None]:
+        """Run the stages on a joint-position request; returns (positions, interventions, fallback or None)."""
+        interventions: list[Intervention] = []
+
+        def note(name: str, c: Correction) -> bool:
+            if c.amount > 0 or not c.feasible:
+                interventions.append(Intervention(name, c.amount, c.note))
+            return c.feasible
+
+        c = stages.schema(request, last)
+        if not note("schema", c):
+            return self._fallback(last, interventions)
+        cmd = c.command
+        for name in stages.enabled_bounds(self.limits):
+            cmd = _noted(note, name, stages.clip_stage(name)(cmd, last, self.limits))
+        wish = cmd
+        if self.config.workspace is not None:
+            c = workspace_stage(cmd, last, self.shadow, self.config.workspace)  # type: ignore[arg-type]
+            if not note("workspace", c):
+                return self._fallback(last, interventions)
+            cmd = c.command
+        if self.config.collision:
+            c = collision_stage(cmd, last, self.shadow)  # type: ignore[arg-type]
+            if not note("collision", c):
+                return self._fallback(last, interventions)
+            cmd = c.command
+        if self.config.qp and self.violations(cmd, last):
+            # the sequential corrections broke an earlier limit: project the wish onto all of them at once
+            lo, hi = stages.feasible_box(self.limits, last)
+            c = qp_stage(wish, last, lo, hi, self.shadow, self.config.workspace, self.config.qp_gamma)
+            if not note(f"qp[{solver_name(self.config.workspace)}]", c):
+                return self._fallback(last, interventions)
+            cmd = c.command
+        broken = self.violations(cmd, last)
+        if broken:
+            interventions.append(Intervention("check", float("inf"), "broken: " + ", ".join(broken)))
+            return self._fallback(last, interventions)
+        return cmd, interventions, None
+
+    def violations(self, q: np.ndarray, last: Motion) -> list[str]:
+        """Every enabled limit ``q`` breaks (joint intervals, workspace, collision); empty when it is safe."""
+        broken = stages.joint_violations(q, last, self.limits)
+        if broken == ["schema"]:
+            return broken
+        if self.config.workspace is not None and not self.config.workspace.contains(self.shadow.ee_position(q)):
+            broken.append("workspace")
+        if self.config.collision and self.shadow.contacts(q):  # type: ignore[union-attr]
+            broken.append("collision")
+        return broken
+
+    def _fallback(self, last: Motion, interventions: list[Intervention]) -> tuple[np.ndarray, list[Intervention], str]:
+        """Decelerate when that is safe in position, workspace and collision; otherwise hold."""
+        if self.config.fallback == "decelerate":
+            q = stages.decelerate(last, self.limits)
+            moving = bool(np.any(q != last.q))
+            if moving and self._safe_to_decelerate(q, last):
+                return q, interventions, "decelerate"
+        return last.q.copy(), interventions, "hold"
+
+    def _safe_to_decelerate(self, q: np.ndarray, last: Motion) -> bool:
+        inside = (q >= self.limits.lower).all() and (q <= self.limits.upper).all()
+        if self.config.workspace is not None:
+            inside = inside and self.config.workspace.contains(self.shadow.ee_position(q))
+        if self.config.collision:
+            inside = inside and not self.shadow.contacts(q)  # type: ignore[union-attr]
+        return bool(inside)
+
+    def _count(self, step: ShieldStep) -> None:
+        counts = self.counts
+        counts.steps += 1
+        if step.intervened:
+            counts.intervened += 1
+            self.log.append(step)
+        for item in step.interventions:
+            counts.by_stage[item.stage] += 1
+        if step.fallback:
+            counts.fallbacks[step.fallback] += 1
+
+
+def _numeric(command: object) -> bool:
+    try:
+        np.asarray(command, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _noted(note, name: str, c: Correction) -> np.ndarray:
+    note(name, c)
+    return c.command
