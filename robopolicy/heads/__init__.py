@@ -27,6 +27,7 @@ from robopolicy.heads import (  # noqa: E402,F401
     consistency,
     diffusion,
     energy,
+    finetuned,
     flow,
     regression,  # noqa: E402,F401
 )

@@ -22,11 +22,14 @@ from robopolicy.nn.backbones import build_backbone
 from robopolicy.specs import BackboneConfig, ConfigError, from_dict
 
 
+def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Element-wise log N(x; mean, std^2) (fine-tuning clamps and averages these per element, as DPPO does)."""
+    return -((x - mean) ** 2) / (2 * std * std) - torch.log(std) - 0.5 * math.log(2 * math.pi)
+
+
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """log N(x; mean, std^2) summed over all but the batch dimension."""
-    var = std * std
-    lp = -((x - mean) ** 2) / (2 * var) - torch.log(std) - 0.5 * math.log(2 * math.pi)
-    return lp.flatten(1).sum(-1)
+    return gaussian_log_density(x, mean, std).flatten(1).sum(-1)
 
 
 def axpby(a: torch.Tensor | float, x: torch.Tensor, b: torch.Tensor | float, y: torch.Tensor) -> torch.Tensor:
@@ -72,6 +75,7 @@ class Chain:
 
     latents: torch.Tensor  # (B, K+1, T, D)
     log_probs: torch.Tensor  # (B, K)
+    first_step: int = 0  # chain step of latents[:, 0]; > 0 when only the last (fine-tuned) steps are kept
 
     @property
     def actions(self) -> torch.Tensor:
@@ -164,14 +168,28 @@ class Head(nn.Module, ABC):
                 log_probs.append(gaussian_log_prob(x, mean, std))
         return Chain(torch.stack(latents, 1), torch.stack(log_probs, 1))
 
-    def chain_log_prob(self, cond: torch.Tensor, chain: Chain) -> torch.Tensor:
-        """Log-probabilities (B, K) of a stored chain under the current parameters (with gradient).
+    def chain_transitions(self, cond: torch.Tensor, chain: Chain,
+                          step_idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x_next, mean, std) of stored transitions under the current parameters (with gradient).
 
-        All K transitions are evaluated in one batched network call.
+        Without `step_idx`: all K stored transitions of each of the B chains, flattened to (B*K, T, D), in one
+        batched network call. With `step_idx` (M,): one transition per row, chain row i's step step_idx[i]
+        (counted from `chain.first_step`), for minibatches of subsampled (decision, step) pairs; cond is (M, C).
         """
-        b, k = chain.log_probs.shape
-        x_prev = chain.latents[:, :-1].flatten(0, 1)
-        x_next = chain.latents[:, 1:].flatten(0, 1)
-        step_idx = torch.arange(k, device=cond.device).repeat(b)
-        mean, std = self.transition(cond.repeat_interleave(k, 0), x_prev, step_idx, k)
-        return gaussian_log_prob(x_next, mean, std).reshape(b, k)
+        total = chain.first_step + chain.steps
+        if step_idx is None:
+            b, k = chain.log_probs.shape
+            x_prev, x_next = chain.latents[:, :-1].flatten(0, 1), chain.latents[:, 1:].flatten(0, 1)
+            step_idx, cond = torch.arange(k, device=cond.device).repeat(b), cond.repeat_interleave(k, 0)
+        else:
+            rows = torch.arange(step_idx.shape[0], device=step_idx.device)
+            x_prev, x_next = chain.latents[rows, step_idx], chain.latents[rows, step_idx + 1]
+        mean, std = self.transition(cond, x_prev, step_idx + chain.first_step, total)
+        return x_next, mean, std
+
+    def chain_log_prob(self, cond: torch.Tensor, chain: Chain, step_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probabilities of a stored chain under the current parameters (with gradient): (B, K) for all
+        steps, or (M,) for the (row, step_idx) pairs (see `chain_transitions`)."""
+        x_next, mean, std = self.chain_transitions(cond, chain, step_idx)
+        log_prob = gaussian_log_prob(x_next, mean, std)
+        return log_prob if step_idx is not None else log_prob.reshape(chain.log_probs.shape)
