@@ -27,7 +27,7 @@ def test_every_command_has_its_own_help() -> None:
 
 
 def test_demo_writes_table_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["demo", "--out", str(tmp_path), "--heads", "flow,regression", "--steps", "20",
+    code = main(["demo", "--toy", "--out", str(tmp_path), "--heads", "flow,regression", "--steps", "20",
                  "--samples", "50", "--quiet"])
     assert code == 0
     out = capsys.readouterr().out
@@ -43,7 +43,7 @@ def test_demo_writes_table_json_and_plot(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_demo_rejects_unknown_heads(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown head"):
-        main(["demo", "--out", str(tmp_path), "--heads", "nope"])
+        main(["demo", "--toy", "--out", str(tmp_path), "--heads", "nope"])
 
 
 def test_config_errors_exit_2_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
