@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "robopolicy.data.cli",
     "robopolicy.sim.cli",
     "robopolicy.eval.cli",
+    "robopolicy.hal.cli",
 )
 
 DESCRIPTION = """\
