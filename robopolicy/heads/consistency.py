@@ -229,3 +229,15 @@ class ConsistencyHead(Head):
         mean = self.denoise(x, sigmas[k], cond)
         std = sigmas[k + 1].clamp(min=self.params.min_std).view(-1, 1, 1).expand_as(mean)
         return mean, std
+
+    def sampler_transition(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor | int,
+                           steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of multistep sampling's step k exactly as `sample_from_noise` runs it: the denoised
+        estimate, then the restart noise sqrt(sigma_{k+1}^2 - sigma_min^2) (0 after the last step).
+
+        Noise-injected fine-tuning (`robopolicy.rl.noise_injection`) adds its learned std to this one.
+        """
+        sigmas = self.sampling_sigmas(steps, x.device)
+        restart = torch.cat([(sigmas[1:] ** 2 - self.params.sigma_min ** 2).sqrt(), sigmas.new_zeros(1)])
+        k = torch.as_tensor(k, device=x.device).expand(x.shape[0])
+        return self.denoise(x, sigmas[k], cond), restart[k].view(-1, 1, 1)

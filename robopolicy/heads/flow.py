@@ -2,6 +2,8 @@
 
 Convention: x_t = t * action + (1 - t) * noise, t in [0, 1]; the network predicts the velocity
 action - noise. FPO needs per-sample CFM losses for given (noise, t) pairs: `cfm_losses`.
+`initial_noise_scale` scales the ODE's starting noise when sampling: 0 integrates from x_0 = 0, the
+deterministic zero-noise evaluation FPO++ uses for fine-tuned policies (rollouts keep scale 1 to explore).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ class FlowParams:
     beta_beta: float = 1.0
     time_scale: float = 100.0
     min_std: float = 0.1
+    initial_noise_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_params(self, [("inference_steps", self.inference_steps >= 1, ">= 1"),
-                            ("min_std", self.min_std > 0, "> 0")])
+                            ("min_std", self.min_std > 0, "> 0"),
+                            ("initial_noise_scale", self.initial_noise_scale >= 0, ">= 0")])
 
 
 @register_head
@@ -53,10 +57,11 @@ class FlowHead(Head):
         return 0.999 * (1 - beta.sample(shape).to(device))
 
     def cfm_losses(self, cond: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor,
-                   t: torch.Tensor) -> torch.Tensor:
+                   t: torch.Tensor, first_steps: int | None = None) -> torch.Tensor:
         """Per-pair conditional flow-matching losses.
 
-        cond (B, C), actions (B, T, D), noise (B, N, T, D), t (B, N) -> (B, N) mean squared velocity errors.
+        cond (B, C), actions (B, T, D), noise (B, N, T, D), t (B, N) -> (B, N) mean squared velocity errors;
+        `first_steps` averages over the chunk's first steps only (FPO: the executed part of a chunk).
         """
         b, n = t.shape
         a = actions.unsqueeze(1).expand_as(noise)
@@ -64,7 +69,7 @@ class FlowHead(Head):
         x_t = tt * a + (1 - tt) * noise
         pred = self.velocity(x_t.flatten(0, 1), t.flatten(), cond.repeat_interleave(n, 0))
         err = (pred.view_as(noise) - (a - noise)) ** 2
-        return err.flatten(2).mean(-1)
+        return err[:, :, :first_steps].flatten(2).mean(-1)
 
     def loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         noise = torch.randn_like(actions).unsqueeze(1)
@@ -78,8 +83,12 @@ class FlowHead(Head):
         return torch.add(x, v, alpha=dt)
 
     def sample_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
-        """Integrate the ODE from noise[:, 0] at t = 0 to the action at t = 1."""
-        x = noise[:, 0]
+        """Integrate the ODE from initial_noise_scale * noise[:, 0] at t = 0 to the action at t = 1."""
+        scale = self.params.initial_noise_scale
+        return self.integrate(cond, noise[:, 0] if scale == 1.0 else noise[:, 0] * scale, steps)
+
+    def integrate(self, cond: torch.Tensor, x: torch.Tensor, steps: int) -> torch.Tensor:
+        """The ODE's end point from x at t = 0 with `steps` steps of the configured integrator."""
         for k in range(steps):
             x = self._step(x, k / steps, 1.0 / steps, cond)
         return x
@@ -91,9 +100,18 @@ class FlowHead(Head):
 
     def transition(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor | int,
                    steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, _ = self.sampler_transition(cond, x, k, steps)
+        return mean, torch.full_like(mean, self.params.min_std)
+
+    def sampler_transition(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor | int,
+                           steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the deterministic sampler's step k: one integrator step, std 0 (an ODE).
+
+        Noise-injected fine-tuning (`robopolicy.rl.noise_injection`) adds its learned std to this one.
+        """
         k = torch.as_tensor(k, device=x.device).expand(x.shape[0])
         mean = self._step(x, k.float() / steps, 1.0 / steps, cond)
-        return mean, torch.full_like(mean, self.params.min_std)
+        return mean, torch.zeros((), device=x.device, dtype=x.dtype)
 
     def predict_clean(self, x_sigma: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Clean-action estimate for x = a + sigma * z (EDM convention); exact change of variables."""

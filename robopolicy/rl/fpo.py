@@ -1,0 +1,132 @@
+"""FPO (Flow Policy Optimization; McAllister et al. 2025, akanazawa/fpo) for the flow head, and its FPO++ form.
+
+A flow policy has no tractable likelihood, but its conditional flow-matching (CFM) loss on an action bounds the
+action's log-likelihood from below (up to a constant), so exp(L_old - L_new) stands in for the PPO ratio
+pi_new / pi_old. At rollout time each decision stores N (noise, t) pairs (default 8) and their CFM losses under
+the rollout parameters; the update recomputes the same pairs' losses under the current parameters:
+
+- `ratio = "mean"` (FPO): one ratio per decision, exp(mean_n L_old - mean_n L_new);
+- `ratio = "per_sample"` (FPO++, Yi, Choi et al.): one ratio, and one PPO clip, per (decision, sample) unit.
+
+Guards: the loss difference is clamped to +-`max_log_ratio` before the exponential; the stored pairs are
+reused exactly, so the ratio is 1 before the first update. Rollouts may use any integrator and step count
+(`steps`; the ratio never looks at the sampler, only at the action), and the deployed policy integrates from
+zero noise (`eval_zero_noise`, FPO++'s deterministic evaluation; the head's `initial_noise_scale` = 0).
+The CFM losses average over the executed part of a chunk only: the rest never reached the environment, so
+its advantage says nothing about it. The energy head runs the same algorithm on its own training loss
+(`robopolicy.rl.energy_surrogate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from robopolicy.heads.base import randn
+from robopolicy.heads.flow import FlowHead
+from robopolicy.rl.algorithm import Algorithm, Decision, Minibatch
+from robopolicy.specs import ConfigError
+
+if TYPE_CHECKING:
+    from robopolicy.policy import Policy
+
+
+@dataclass
+class FPOParams:
+    n_samples: int = 8  # (noise, t) pairs per decision
+    ratio: Literal["per_sample", "mean"] = "per_sample"
+    max_log_ratio: float = 5.0  # |L_old - L_new| clamp before exp
+    steps: int = 0  # rollout integration steps; 0: the head's inference_steps
+    eval_zero_noise: bool = True  # deployed flow policy integrates from x_0 = 0
+    t_max: float = 0.999  # pairs draw t ~ U[0, t_max]: the target at t = 1 is trivial
+    n_negatives: int = 64  # energy head only: stored counter-examples of its likelihood estimate
+
+    def __post_init__(self) -> None:
+        checks = [("n_samples", self.n_samples >= 1, ">= 1"), ("max_log_ratio", self.max_log_ratio > 0, "> 0"),
+                  ("steps", self.steps >= 0, ">= 0"), ("t_max", 0 < self.t_max <= 1, "in (0, 1]"),
+                  ("n_negatives", self.n_negatives >= 1, ">= 1"),
+                  ("ratio", self.ratio in ("per_sample", "mean"), "'per_sample' or 'mean'")]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"algo.params.{name}: expected {expected}, got {getattr(self, name)!r}")
+
+
+class CFMSurrogate:
+    """The flow head's side of FPO: rollout sampling and per-pair CFM losses over stored (noise, t) pairs."""
+
+    def __init__(self, head: FlowHead, params: FPOParams, executed_steps: int) -> None:
+        self.head, self.params, self.executed_steps = head, params, executed_steps
+        self.n_samples = params.n_samples
+
+    def act(self, cond: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(normalized chunks, stored pairs with their losses) for conditioning (B, C)."""
+        head, p = self.head, self.params
+        b, shape = cond.shape[0], head.chunk_shape
+        actions = head.integrate(cond, randn((b, *shape), None, cond), p.steps or head.params.inference_steps)
+        store = {"action": actions, "noise": randn((b, p.n_samples, *shape), None, cond),
+                 "t": p.t_max * torch.rand((b, p.n_samples), device=cond.device)}
+        store["loss_old"] = self.losses(cond, store)
+        return actions, store
+
+    def losses(self, cond: torch.Tensor, store: dict[str, torch.Tensor],
+               sample: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N) losses of all stored pairs, or (B, 1) of pair `sample` (B,) of each decision."""
+        noise, t = store["noise"], store["t"]
+        if sample is not None:
+            rows = torch.arange(len(sample), device=sample.device)
+            noise, t = noise[rows, sample].unsqueeze(1), t[rows, sample].unsqueeze(1)
+        return self.head.cfm_losses(cond, store["action"], noise, t, self.executed_steps)
+
+
+class FPO(Algorithm):
+    name = "fpo"
+    Params = FPOParams
+    params: FPOParams
+
+    def prepare_policy(self, policy: Policy) -> Policy:
+        head = policy.head
+        executed = self.context.n_action_steps
+        if isinstance(head, FlowHead):
+            self.surrogate: CFMSurrogate = CFMSurrogate(head, self.params, executed)
+            if self.params.eval_zero_noise:
+                head.params.initial_noise_scale = 0.0
+                policy.config.head.params["initial_noise_scale"] = 0.0
+        elif head.name == "energy":
+            from robopolicy.rl.energy_surrogate import EnergySurrogate
+
+            self.surrogate = EnergySurrogate(head, self.params, executed)  # type: ignore[assignment,arg-type]
+        else:
+            raise ConfigError(f"algo: fpo fine-tunes the flow or energy head; the checkpoint's head is "
+                              f"{head.name!r} (use dppo for diffusion, reinflow for consistency)")
+        policy.encoder.requires_grad_(False)
+        return policy
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.policy.head.parameters() if p.requires_grad]
+
+    @property
+    def per_sample(self) -> bool:
+        return self.params.ratio == "per_sample" and self.surrogate.n_samples > 1
+
+    @property
+    def units_per_decision(self) -> int:
+        return self.surrogate.n_samples if self.per_sample else 1
+
+    def act(self, cond: torch.Tensor) -> Decision:
+        with torch.no_grad():
+            actions, store = self.surrogate.act(cond)
+        return Decision(self.policy.unnormalize_action(actions), store)
+
+    def log_ratio(self, batch: Minibatch) -> torch.Tensor:
+        if self.per_sample:
+            new = self.surrogate.losses(batch.cond, batch.store, batch.unit)[:, 0]
+            old = batch.store["loss_old"].gather(1, batch.unit[:, None])[:, 0]
+        else:
+            new = self.surrogate.losses(batch.cond, batch.store).mean(1)
+            old = batch.store["loss_old"].mean(1)
+        return (old - new).clamp(-self.params.max_log_ratio, self.params.max_log_ratio)
+
+    def rollout_stats(self, store: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {"fpo_loss_old": float(store["loss_old"].mean())}
