@@ -139,6 +139,12 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
                            "DPPO: PPO over the last K' denoising steps of a diffusion (or any chain) head"),
     "ppo": AlgorithmEntry("robopolicy.rl.gaussian:GaussianPPO",
                           "Gaussian PPO on action chunks (regression head + learned std); the baseline"),
+    "fpo": AlgorithmEntry("robopolicy.rl.fpo:FPO",
+                          "FPO/FPO++: ratio exp(L_old - L_new) from stored flow-matching losses (flow head), "
+                          "or from the energy's likelihood estimate (energy head)"),
+    "reinflow": AlgorithmEntry("robopolicy.rl.noise_injection:ReinFlow",
+                               "ReinFlow-style: a learned noise std makes a 1-4-step flow or consistency sampler a "
+                               "Gaussian chain with exact log-probs, fine-tuned with PPO"),
 }
 
 
