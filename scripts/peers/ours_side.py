@@ -1,0 +1,116 @@
+"""robopolicy's policies under the commands of scripts/compare_peers.py (run with .venv/bin/python).
+
+A training step is ``Trainer.update``, the step ``robopolicy train`` runs: normalization inside the policy, the
+head's loss, backward, gradient clipping, AdamW, the cosine schedule and the EMA update. Images arrive as our
+datasets deliver them (uint8 HWC; the policy converts them). Inference is ``Policy.predict_action`` (eager):
+normalization, encoding, sampling and unnormalization of one chunk.
+
+usage (driven by compare_peers.py): ours_side.py SETTING_JSON HEAD PARAMS_JSON
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from common import peak_rss_mb, rss_mb, serve  # scripts/peers, this script's own directory
+
+from robopolicy.data.sampler import SequenceDataset
+from robopolicy.policy import Policy
+from robopolicy.specs import (
+    ActionSpec,
+    BackboneConfig,
+    EncoderConfig,
+    HeadConfig,
+    ObsSpec,
+    PolicyConfig,
+    RunConfig,
+    TrainConfig,
+)
+from robopolicy.train.distributed import Dist
+from robopolicy.train.trainer import Trainer
+
+
+class OursSide:
+    def __init__(self, setting: dict, head: str, params: dict) -> None:
+        self.s, self.head, self.params = setting, head, params
+        torch.set_num_threads(setting["threads"])
+        self.device = torch.device(setting["device"])
+        data = np.load(setting["batches"])
+        keys = setting["image_key"], setting["state_key"]
+        self.batches = [{"obs": dict(zip(keys, (torch.from_numpy(data[f"image_{i}"]),
+                                                torch.from_numpy(data[f"state_{i}"])))),
+                         "action": torch.from_numpy(data[f"action_{i}"])} for i in range(int(data["n_batches"]))]
+        self.obs = dict(zip(keys, (torch.from_numpy(data["obs_image"]), torch.from_numpy(data["obs_state"]))))
+        self.step = 0
+        self.samplers: dict[str, Policy] = {}
+
+    def config(self, head: str, params: dict) -> PolicyConfig:
+        s = self.s
+        return PolicyConfig(
+            obs=[ObsSpec(s["image_key"], tuple(s["image_shape"]), "rgb"), ObsSpec(s["state_key"], (s["state_dim"],))],
+            action=ActionSpec(s["action_dim"]), n_obs_steps=s["n_obs_steps"], horizon=s["horizon"],
+            n_action_steps=s["n_action_steps"], encoder=EncoderConfig(crop_shape=tuple(s["crop"])),
+            backbone=BackboneConfig(kind="unet", down_dims=list(s["down_dims"]), kernel_size=s["kernel_size"],
+                                    n_groups=s["n_groups"], time_embed_dim=s["time_embed_dim"]),
+            head=HeadConfig(head, params))
+
+    def build(self) -> dict:
+        s = self.s
+        self.tmp = tempfile.TemporaryDirectory()  # the trainer writes nothing unless it checkpoints
+        train = TrainConfig(dataset=s["dataset"], out_dir=self.tmp.name, steps=s["schedule_steps"],
+                            batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"], device=s["device"],
+                            tensorboard=False, progress=False)
+        dataset = SequenceDataset(s["dataset"], obs_keys=[s["image_key"], s["state_key"]],
+                                  n_obs_steps=s["n_obs_steps"], horizon=s["horizon"], val_ratio=0.0)
+        self.trainer = Trainer(RunConfig(self.config(self.head, self.params), train), Dist(), self.device, dataset)
+        policy = self.trainer.policy
+        params = sum(p.numel() for p in policy.parameters())
+        unet = sum(p.numel() for p in policy.head.net.parameters())
+        return {"params": params, "unet_params": unet, "rss_mb": rss_mb(), "torch": torch.__version__,
+                "threads": torch.get_num_threads()}
+
+    def train(self, steps: int) -> dict:
+        seconds, losses = [], []
+        for _ in range(steps):
+            batch = self.batches[self.step % len(self.batches)]
+            self.step += 1
+            start = time.perf_counter()
+            loss, _, _ = self.trainer.update(self.trainer.policy, batch, self.step)  # .item() inside: synchronous
+            seconds.append(time.perf_counter() - start)
+            losses.append(loss)
+        return {"seconds": seconds, "losses": losses}
+
+    def infer(self, params: dict, steps: int, repeats: int) -> dict:
+        """Chunk latency with the trained weights under other sampling settings (e.g. DDIM instead of DDPM)."""
+        key = json.dumps(params, sort_keys=True)
+        if key not in self.samplers:  # built once per setting, with the weights as they are now
+            trained = self.trainer.policy
+            policy = Policy(dataclasses.replace(trained.config, head=HeadConfig(self.head, {**self.params, **params})))
+            policy.load_state_dict(trained.state_dict())
+            self.samplers[key] = policy.to(self.device).eval()
+        policy = self.samplers[key]
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            chunk = policy.predict_action(self.obs, steps=steps)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - start)
+        return {"seconds": seconds, "chunk_shape": list(chunk.shape)}
+
+    def memory(self) -> dict:
+        out = {"rss_mb": rss_mb(), "peak_rss_mb": peak_rss_mb()}
+        if self.device.type == "cuda":
+            out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        return out
+
+
+if __name__ == "__main__":
+    side = OursSide(json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]))
+    serve({"build": side.build, "train": side.train, "infer": side.infer, "memory": side.memory})
