@@ -37,6 +37,13 @@ if [ ! -f "$TFDS_VENV/.robopolicy-tfds-v1" ]; then
     touch "$TFDS_VENV/.robopolicy-tfds-v1"
 fi
 
+# What LeRobot's DiffusionPolicy imports beyond the dataset tools (scripts/compare_peers.py): diffusers below 0.36
+# (lerobot 0.4.4's bound; its schedulers) and pyserial (lerobot.policies imports lerobot.motors). No torch change.
+if [ ! -f "$TOOLS_VENV/.robopolicy-peers-v1" ]; then
+    "$TOOLS_VENV/bin/python" -m pip install --quiet "diffusers==0.35.2" "pyserial==3.5"
+    touch "$TOOLS_VENV/.robopolicy-peers-v1"
+fi
+
 DEMOS="$TOOLS_CACHE/robosuite-1.4.1"
 if [ ! -f "$DEMOS/lift/demo.hdf5" ]; then
     TMP="$(mktemp -d)"
