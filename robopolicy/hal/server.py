@@ -65,6 +65,7 @@ class RobotServer:
         self._sessions: dict[str, _Session] = {}
         self._seen: set[str] = set()
         self._controller: str | None = None
+        self._lost: set[str] = set()  # sessions that lost control by going silent
         self._context = zmq.Context()
         self._socket: zmq.Socket | None = None
         self._last_log: dict[str, float] = {}
@@ -199,7 +200,10 @@ class RobotServer:
         if msg.op == "recover":
             backend.recover()
             self._controller = None
+            self._lost.discard(msg.session)
             return {"state": backend.state.value}, {}
+        if msg.op in ("write", "disarm") and msg.session in self._lost:
+            raise FaultError(FaultKind.LINK_LOST, "this client went silent and the arm was held; recover first")
         if msg.op in ("write", "disarm") and self._controller != msg.session:
             raise LifecycleError(f"{msg.op}: this client does not control the arm (arm first)")
         if msg.op == "disarm":
@@ -230,6 +234,7 @@ class RobotServer:
             self.stats["link_lost"] += 1
             log.warning("controlling client silent for %.3f s (limit %.3f s): holding the arm", silent,
                         self.link_timeout_s)
+            self._lost.add(self._controller)
             self._controller = None
             self.backend.report_fault(FaultKind.LINK_LOST, f"no message from the controlling client for {silent:.3f} s")
 
