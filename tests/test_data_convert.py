@@ -1,6 +1,8 @@
 """Converters, checked value by value against inputs that the real third-party tools produced."""
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -196,3 +198,52 @@ def test_help_lists_formats():
     for name in ("zarr", "robomimic", "lerobot", "minari"):
         assert name in text
     assert (REPO / "scripts" / "install_test_tools.sh").exists()
+
+
+def _camera_store(path, lengths=(9, 12, 7, 10, 8, 11, 9, 6, 10, 8)):
+    """Smooth camera frames (lossy video keeps them within a few grey levels) and random low-dim data."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:32, 0:48]
+    rb = ReplayBuffer.create(path, attrs={"fps": 10.0})
+    for e, n in enumerate(lengths):
+        cam = np.stack([np.stack([xx * 4 + t * 3, yy * 6 + e * 20, np.full_like(xx, 40 + 20 * t)], -1)
+                        for t in range(n)]).astype(np.uint8)
+        rb.add_episode({"action": rng.standard_normal((n, 2)).astype(np.float32),
+                        "state": (rng.standard_normal((n, 3)) * 0.01 + 1e3).astype(np.float32), "cam": cam})
+    return rb
+
+
+def test_lerobot_export_splits_files_at_size_limits_and_lerobot_loads_it(tmp_path):
+    require_tools()
+    rb = _camera_store(tmp_path / "a.zarr")
+    options = {"lerobot_data_mb": 0.003, "lerobot_video_mb": 0.002, "lerobot_chunks_size": 2}
+    convert(tmp_path / "a.zarr", tmp_path / "lr", dst_format="lerobot", options=options, progress=False)
+    root = tmp_path / "lr"
+    data_files = sorted(p.relative_to(root).as_posix() for p in root.glob("data/*/*.parquet"))
+    video_files = sorted(p.relative_to(root).as_posix() for p in root.glob("videos/*/*/*.mp4"))
+    assert len(data_files) > 2 and "data/chunk-001/file-000.parquet" in data_files  # 2 files per chunk
+    assert len(video_files) > 2
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["data_files_size_in_mb"] == 0.003 and info["chunks_size"] == 2
+    # Every file but the last holds at least one episode and stays near the limit, as lerobot's own split does.
+    for rel in data_files[:-1]:
+        assert (root / rel).stat().st_size < 3 * 0.003 * 2**20
+    # lerobot's own loader walks every data file and every video file.
+    run_tool("read_lerobot.py", str(root), str(tmp_path / "got.npz"))
+    got = np.load(tmp_path / "got.npz")
+    np.testing.assert_array_equal(got["episode_ends"], rb.episode_ends)
+    np.testing.assert_array_equal(got["action"], rb.read("action"))
+    np.testing.assert_array_equal(got["observation.state"], rb.read("state"))
+    cam = rb.read("cam").astype(int)
+    assert np.abs(got["observation.images.cam"].astype(int) - cam).mean() < 4
+    np.testing.assert_allclose(got["observation.images.cam"][..., 2].mean(axis=(1, 2)), cam[..., 2].mean(axis=(1, 2)),
+                               atol=6)  # each frame from the right file and timestamp
+    # Running statistics equal the ones computed over all frames at once.
+    stats = json.loads((root / "meta/stats.json").read_text())
+    state = rb.read("state").astype(np.float64)
+    np.testing.assert_allclose(stats["observation.state"]["mean"], state.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats["observation.state"]["std"], state.std(0), rtol=1e-6)
+    pixels = cam.reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(np.ravel(stats["observation.images.cam"]["std"]), pixels.std(0), rtol=1e-9)
+    np.testing.assert_allclose(np.ravel(stats["observation.images.cam"]["max"]), pixels.max(0))
+    assert stats["action"]["count"] == [rb.n_steps]

@@ -21,10 +21,15 @@ import numpy as np
 from robopolicy.data.convert.base import Episode, Format, Source, SourceInfo, Summary
 from robopolicy.data.errors import DataError
 from robopolicy.data.replay_buffer import looks_like_rgb
+from robopolicy.data.running_stats import RunningStats
 
 DEFAULT_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 VISUAL = ("video", "image")
 SUPPORTED = ("v2.0", "v2.1", "v3.0")
+# lerobot 0.4's defaults (lerobot.datasets.utils): files per chunk, and the size limits of data and video files.
+CHUNKS_SIZE, DATA_FILE_MB, VIDEO_FILE_MB = 1000, 100, 200
+DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 
 
 def detect(path: Path) -> bool:
@@ -248,7 +253,7 @@ def _lerobot_key(key: str, kind: str, info: SourceInfo) -> str:
 
 
 class _VideoWriter:
-    """One H.264 mp4 per camera; episodes are appended back to back, as v3.0 does."""
+    """One H.264 mp4 of one camera; episodes are appended back to back, as v3.0 does."""
 
     def __init__(self, path: Path, fps: float, height: int, width: int, key: str) -> None:
         import av
@@ -264,6 +269,7 @@ class _VideoWriter:
         self.stream.codec_context.time_base = 1 / rate
         self.stream.options = {"crf": "18", "g": "2"}
         self.n = 0
+        self.bytes = 0  # encoded so far: what the file holds, short of the container's headers
 
     def add(self, frames: np.ndarray) -> None:
         import av
@@ -272,10 +278,14 @@ class _VideoWriter:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[..., :3]), format="rgb24")
             frame.pts = self.n
             self.n += 1
-            self.container.mux(self.stream.encode(frame))
+            self._mux(self.stream.encode(frame))
+
+    def _mux(self, packets: list) -> None:
+        self.bytes += sum(p.size for p in packets)
+        self.container.mux(packets)
 
     def close(self) -> None:
-        self.container.mux(self.stream.encode())
+        self._mux(self.stream.encode())
         self.container.close()
 
 
@@ -309,20 +319,48 @@ def _tasks_table(task: str) -> Any:
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
-def _stats(values: np.ndarray, visual: bool) -> dict[str, Any]:
+class _FileSplit:
+    """Which chunk/file the next episode goes to, split the way lerobot 0.4 splits its data files: a new file
+    once the current file's size plus the episode's expected size (the file's average bytes per frame times
+    the episode's frames) reaches the limit; after `chunks_size` files the index moves to the next chunk.
+    lerobot measures a video episode after encoding it to a temporary file; the writer here streams frames
+    into the open file and uses the same average-per-frame estimate for videos."""
+
+    def __init__(self, limit_mb: float, chunks_size: int) -> None:
+        self.limit_mb, self.chunks_size = limit_mb, chunks_size
+        self.chunk = self.file = self.frames = 0
+
+    def starts_new_file(self, size_bytes: int, n: int) -> bool:
+        """Advance the indices when an `n`-frame episode would reach the limit of a non-empty file."""
+        size_mb = size_bytes / 2**20
+        if not self.frames or size_mb + size_mb / self.frames * n < self.limit_mb:
+            return False
+        self.file += 1
+        if self.file == self.chunks_size:
+            self.chunk, self.file = self.chunk + 1, 0
+        self.frames = 0
+        return True
+
+    def path(self, template: str, **keys: str) -> str:
+        return template.format(chunk_index=self.chunk, file_index=self.file, **keys)
+
+
+def _stats(acc: RunningStats, visual: bool, frames: int) -> dict[str, Any]:
     """lerobot's stats.json entry; images are reduced per channel to shape (C, 1, 1) in [0, 1]."""
-    x = values.astype(np.float64)
-    if visual:
-        x = x.reshape(-1, x.shape[-1]) / 255.0
-        reduce = lambda f: f(x, axis=0).reshape(-1, 1, 1).tolist()  # noqa: E731
-    else:
-        x = x.reshape(len(x), -1)
-        reduce = lambda f: f(x, axis=0).tolist()  # noqa: E731
-    return {"min": reduce(np.min), "max": reduce(np.max), "mean": reduce(np.mean), "std": reduce(np.std), "count": [len(values)]}
+    shape, scale = ((-1, 1, 1), 1 / 255) if visual else ((-1,), 1.0)
+    values = {"min": acc.min, "max": acc.max, "mean": acc.mean, "std": acc.std}
+    return {k: (np.asarray(v) * scale).reshape(shape).tolist() for k, v in values.items()} | {"count": [frames]}
+
+
+def _update_stats(acc: RunningStats, arr: np.ndarray, visual: bool) -> None:
+    """Images count every pixel of a channel (scaled to [0, 1] in `_stats`); other features every row."""
+    acc.update(arr.reshape(-1, arr.shape[-1]) if visual else arr.reshape(len(arr), -1))
 
 
 def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, options: dict[str, Any]) -> dict[str, str]:
-    """Write a LeRobotDataset v3.0: one data parquet, one mp4 per camera (or PNG images), episodes metadata."""
+    """Write a LeRobotDataset v3.0: parquet data files and one mp4 series per camera (or PNG images), split at
+    lerobot's size limits (options lerobot_data_mb / lerobot_video_mb, default 100 / 200 MB as lerobot's),
+    the episodes metadata, and running statistics (no frame is kept after it is written)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -332,15 +370,20 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
         raise DataError(source.path, "fps", "unknown; pass --fps to export to LeRobot, which needs a frame rate")
     use_video = options.get("lerobot_images", "video") == "video"
     task = options.get("task") or (info.source.get("tasks") or [""])[0] or "robopolicy export"
-    data_rel, ep_rel = "data/chunk-000/file-000.parquet", "meta/episodes/chunk-000/file-000.parquet"
+    data_mb = float(options.get("lerobot_data_mb") or DATA_FILE_MB)
+    video_mb = float(options.get("lerobot_video_mb") or VIDEO_FILE_MB)
+    chunks_size = int(options.get("lerobot_chunks_size") or CHUNKS_SIZE)
+    ep_rel = "meta/episodes/chunk-000/file-000.parquet"
     tmp.mkdir()
-    (tmp / "data/chunk-000").mkdir(parents=True)
     mapping: dict[str, str] = {}
     features: dict[str, dict] = {}
     writers: dict[str, _VideoWriter] = {}
-    data_writer = None
+    splits: dict[str, _FileSplit] = {}
+    data_split = _FileSplit(data_mb, chunks_size)
+    data_writer: Any = None
+    data_path: Path | None = None
     episode_rows: list[dict] = []
-    sums: dict[str, list[np.ndarray]] = {}
+    stats: dict[str, RunningStats] = {}
     index = 0
     try:
         for e, episode in enumerate(episodes):
@@ -352,21 +395,31 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
                     mapping[key] = name
                     dtype = ("video" if use_video else "image") if kind == "rgb" else str(arr.dtype)
                     features[name] = {"dtype": dtype, "shape": list(arr.shape[1:]) or [1], "names": info.names.get(key)}
+                    if dtype in VISUAL:
+                        features[name]["names"] = ["height", "width", "channels"]
                     if dtype == "video":
-                        features[name]["names"] = ["height", "width", "channels"]
-                        video = tmp / f"videos/{name}/chunk-000/file-000.mp4"
-                        writers[name] = _VideoWriter(video, fps, arr.shape[1], arr.shape[2], name)
-                    elif dtype == "image":
-                        features[name]["names"] = ["height", "width", "channels"]
+                        splits[name] = _FileSplit(video_mb, chunks_size)
             columns: dict[str, Any] = {}
-            row = {"episode_index": e, "tasks": [task], "length": n, "data/chunk_index": 0, "data/file_index": 0,
-                   "dataset_from_index": index, "dataset_to_index": index + n}
+            if data_writer is not None and data_path is not None and data_split.starts_new_file(
+                data_path.stat().st_size, n
+            ):
+                data_writer.close()
+                data_writer = None
+            row = {"episode_index": e, "tasks": [task], "length": n, "data/chunk_index": data_split.chunk,
+                   "data/file_index": data_split.file, "dataset_from_index": index, "dataset_to_index": index + n}
             for key, arr in episode.items():
                 name, feat = mapping[key], features[mapping[key]]
                 if feat["dtype"] == "video":
+                    split = splits[name]
+                    if name in writers and split.starts_new_file(writers[name].bytes, n):
+                        writers.pop(name).close()
+                    if name not in writers:
+                        video = tmp / split.path(VIDEO_PATH, video_key=name)
+                        writers[name] = _VideoWriter(video, fps, arr.shape[1], arr.shape[2], name)
                     start = writers[name].n / fps
                     writers[name].add(arr)
-                    row.update({f"videos/{name}/chunk_index": 0, f"videos/{name}/file_index": 0,
+                    split.frames += n
+                    row.update({f"videos/{name}/chunk_index": split.chunk, f"videos/{name}/file_index": split.file,
                                 f"videos/{name}/from_timestamp": start, f"videos/{name}/to_timestamp": start + n / fps})
                 elif feat["dtype"] == "image":
                     columns[name] = pa.array([{"bytes": _png(img), "path": None} for img in arr],
@@ -376,7 +429,7 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
                 else:
                     flat = arr.reshape(n, -1)
                     columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
-                sums.setdefault(name, []).append(arr)
+                _update_stats(stats.setdefault(name, RunningStats()), arr, feat["dtype"] in VISUAL)
             frame_index = np.arange(n, dtype=np.int64)
             columns.update({
                 "timestamp": pa.array((frame_index / fps).astype(np.float32)),
@@ -387,8 +440,11 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
             })
             table = pa.table(columns)
             if data_writer is None:
-                data_writer = pq.ParquetWriter(tmp / data_rel, table.schema)
+                data_path = tmp / data_split.path(DATA_PATH)
+                data_path.parent.mkdir(parents=True, exist_ok=True)
+                data_writer = pq.ParquetWriter(data_path, table.schema)
             data_writer.write_table(table)
+            data_split.frames += n
             row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
             episode_rows.append(row)
             index += n
@@ -401,7 +457,7 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
         raise DataError(source.path, None, "no episodes to write; expected at least one")
     for col in DEFAULT_COLUMNS:
         features[col] = {"dtype": "float32" if col == "timestamp" else "int64", "shape": [1], "names": None}
-    for name in writers:
+    for name in splits:
         h, wd, c = features[name]["shape"]
         features[name]["info"] = {"video.height": h, "video.width": wd, "video.codec": "h264",
                                   "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": fps,
@@ -409,15 +465,14 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
     (tmp / "meta/episodes/chunk-000").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(episode_rows), tmp / ep_rel)
     pq.write_table(_tasks_table(task), tmp / "meta/tasks.parquet")
-    stats = {name: _stats(np.concatenate(v), features[name]["dtype"] in VISUAL) for name, v in sums.items()}
-    (tmp / "meta/stats.json").write_text(json.dumps(stats, indent=2))
+    stats_json = {name: _stats(acc, features[name]["dtype"] in VISUAL, index) for name, acc in stats.items()}
+    (tmp / "meta/stats.json").write_text(json.dumps(stats_json, indent=2))
     info_json = {
         "codebase_version": "v3.0", "robot_type": info.source.get("robot_type"), "total_episodes": len(episode_rows),
-        "total_frames": index, "total_tasks": 1, "chunks_size": 1000, "data_files_size_in_mb": 100,
-        "video_files_size_in_mb": 200, "fps": fps if fps != int(fps) else int(fps),
+        "total_frames": index, "total_tasks": 1, "chunks_size": chunks_size, "data_files_size_in_mb": data_mb,
+        "video_files_size_in_mb": video_mb, "fps": fps if fps != int(fps) else int(fps),
         "splits": {"train": f"0:{len(episode_rows)}"},
-        "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
-        "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4" if writers else None,
+        "data_path": DATA_PATH, "video_path": VIDEO_PATH if splits else None,
         "features": features, "robopolicy_source": info.source,
     }
     (tmp / "meta/info.json").write_text(json.dumps(info_json, indent=4, default=str))
