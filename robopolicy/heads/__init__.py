@@ -29,6 +29,7 @@ from robopolicy.heads import (  # noqa: E402,F401
     energy,
     finetuned,
     flow,
+    noise_injected,
     regression,  # noqa: E402,F401
 )
 
