@@ -1,0 +1,34 @@
+"""Command-line options of the shield and the executor, shared by ``robopolicy deploy`` and ``robopolicy eval
+--hardware`` / ``--shield`` so both commands spell and default them alike. Imports nothing heavy."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def shield_options(args: argparse.Namespace):
+    """The shield options the deploy and eval commands share (see `add_shield_arguments`)."""
+    from robopolicy.hal.shield.hardware import ShieldOptions
+
+    return ShieldOptions(margin=args.margin, collision=not args.no_collision, qp=args.qp,
+                         min_distance=args.min_distance, fallback=args.fallback)
+
+
+def add_shield_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--margin", type=float, default=0.05, help="soft position margin inside the hard limits, rad "
+                                                              "(default 0.05)")
+    p.add_argument("--no-collision", action="store_true", help="skip the collision stage (shadow model contacts)")
+    p.add_argument("--min-distance", type=float, default=0.0, help="closest allowed geom distance, m (default 0)")
+    p.add_argument("--qp", action="store_true", help="add the QP projection stage (quadprog, else closed form)")
+    p.add_argument("--fallback", choices=["decelerate", "hold"], default="decelerate",
+                   help="what the shield commands when no safe command exists (default decelerate)")
+
+
+def add_executor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--watchdog", type=int, default=20, help="control periods without a fresh action before the "
+                                                            "arm holds (default 20)")
+    p.add_argument("--splice", choices=["replace", "ensemble"], default="replace",
+                   help="how a new chunk joins the one running: replace, or temporal ensembling")
+    p.add_argument("--replan", choices=["fixed", "adaptive"], default="fixed",
+                   help="plan every n_action_steps (fixed) or as the measured latency requires (adaptive)")
+    p.add_argument("--device", default="cpu", help="torch device for the policy (default cpu)")
