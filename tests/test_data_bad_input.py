@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from robopolicy.atomic import DestinationExistsError, atomic_output
+from robopolicy.data.errors import DataError
 from robopolicy.data.replay_buffer import ReplayBuffer
 from tests.data_tools import convert_fails as _fails
 from tests.data_tools import run_cli
@@ -120,3 +121,25 @@ def test_atomic_output_is_generic(tmp_path):
         raise RuntimeError("writer crashed")
     assert dst.read_bytes() == b"v1" and [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]
     shutil.rmtree(tmp_path)
+
+
+def test_each_episode_is_validated_once_with_one_message_style(tmp_path, monkeypatch):
+    import robopolicy.data.convert as convert_mod
+    import robopolicy.data.replay_buffer as rb_mod
+    from robopolicy.data.validate import validate_episode
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return validate_episode(*args, **kwargs)
+
+    for module in (convert_mod, rb_mod):
+        monkeypatch.setattr(module, "validate_episode", counted)
+    convert_mod.convert(_robomimic(tmp_path / "a.hdf5"), tmp_path / "a.zarr", progress=False)
+    assert calls == ["data/demo_0", "data/demo_1"]  # by the pipeline; the store does not check them again
+    # Appending straight to a store goes through the same check, with the same wording.
+    store = ReplayBuffer.open(tmp_path / "a.zarr", mode="a")
+    with pytest.raises(DataError, match=r"a.zarr \[episode 2/pos\]: has 5 rows; expected 4 \(the length of 'action'\)"):
+        store.add_episode({"action": np.zeros((4, 2)), "pos": np.zeros((5, 3))})
+    assert calls[-1] == "episode 2"

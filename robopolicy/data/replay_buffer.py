@@ -22,6 +22,7 @@ from zarr.codecs import BloscCodec
 from zarr.errors import UnknownCodecError
 
 from robopolicy.data.errors import DataError
+from robopolicy.data.validate import validate_episode
 
 try:  # diffusion_policy compresses images with imagecodecs' Jpeg2k numcodecs codec.
     from imagecodecs.numcodecs import register_codecs as _register_imagecodecs
@@ -49,28 +50,6 @@ def _chunks(shape: tuple[int, ...], dtype: np.dtype, rgb: bool) -> tuple[int, ..
 def looks_like_rgb(shape: tuple[int, ...], dtype: np.dtype) -> bool:
     """uint8 HWC with 1, 3 or 4 channels: how every supported format stores camera frames."""
     return dtype == np.uint8 and len(shape) == 3 and shape[-1] in (1, 3, 4)
-
-
-def check_episode_arrays(path: Path | str, where: str, arrays: Mapping[str, np.ndarray], action_key: str) -> None:
-    """Reject what would poison training: no arrays, ragged lengths, empty episodes, non-finite actions.
-
-    Shared by the store (any writer) and the converters (which name the source file and episode instead).
-    """
-    if not arrays:
-        raise DataError(path, where, "episode has no arrays")
-    reference = action_key if action_key in arrays else next(iter(arrays))
-    n = len(arrays[reference]) if np.ndim(arrays[reference]) else -1
-    for key, arr in arrays.items():
-        rows = len(arr) if np.ndim(arr) else -1
-        if rows != n:
-            raise DataError(path, f"{where}/{key}", f"has {rows} rows; expected {n} (the length of {reference!r}): "
-                                                   "all arrays share their first (time) axis")
-    if n <= 0:
-        raise DataError(path, where, "empty episode: expected at least one step")
-    actions = arrays.get(action_key)
-    if actions is not None and np.issubdtype(actions.dtype, np.floating) and not np.isfinite(actions).all():
-        step = int(np.argwhere(~np.isfinite(actions))[0][0])
-        raise DataError(path, f"{where}/{action_key}", f"NaN or inf at step {step}; expected finite actions")
 
 
 class ReplayBuffer:
@@ -226,12 +205,14 @@ class ReplayBuffer:
             raise DataError(self.path, f"data/{key}", f"could not be read (corrupt chunk?): {exc}") from exc
 
     # ---- writing ------------------------------------------------------------------------------
-    def add_episode(self, episode: Mapping[str, np.ndarray]) -> None:
-        """Append one episode; every array has the episode length as its first axis."""
+    def add_episode(self, episode: Mapping[str, np.ndarray], check: bool = True) -> None:
+        """Append one episode; every array has the episode length as its first axis. `check=False` skips
+        validation for episodes the caller has validated already (the convert pipeline)."""
         if self.mode != "a":
             raise DataError(self.path, None, "opened read-only; use ReplayBuffer.open(path, mode='a')")
         arrays = {k: np.asarray(v) for k, v in episode.items()}
-        self._check_episode(arrays)
+        if check:
+            self._check_episode(arrays)
         data = self._root["data"]
         if self.n_episodes == 0 and not self.keys:
             fmt = self.zarr_format
@@ -248,18 +229,9 @@ class ReplayBuffer:
         self._ends = np.append(self._ends, np.int64(new_end))
 
     def _check_episode(self, arrays: dict[str, np.ndarray]) -> None:
-        where = f"episode {self.n_episodes}"
-        check_episode_arrays(self.path, where, arrays, self.attrs.get("action", {}).get("key", "action"))
-        if self.keys:
-            if set(arrays) != set(self.keys):
-                raise DataError(self.path, where, f"keys {sorted(arrays)} differ from the store's {self.keys}")
-            for key, arr in arrays.items():
-                have = self._root[f"data/{key}"]
-                if tuple(have.shape[1:]) != arr.shape[1:] or np.dtype(have.dtype) != arr.dtype:
-                    raise DataError(
-                        self.path, f"{where}/{key}",
-                        f"shape {arr.shape[1:]} {arr.dtype}; expected {tuple(have.shape[1:])} {have.dtype}",
-                    )
+        expected = {k: (tuple(a.shape[1:]), str(a.dtype)) for k, a in ((k, self._root[f"data/{k}"]) for k in self.keys)}
+        action_key = self.attrs.get("action", {}).get("key", "action")
+        validate_episode(self.path, f"episode {self.n_episodes}", arrays, action_key, expected, "the store")
 
     def _validate(self) -> None:
         ends = self._ends

@@ -9,8 +9,9 @@ from tqdm import tqdm
 
 from robopolicy.atomic import atomic_output
 from robopolicy.data.convert import dp_zarr, lerobot, minari, rlds, robomimic
-from robopolicy.data.convert.base import Episode, Format, Source, Summary, check_episode, features_of
+from robopolicy.data.convert.base import Episode, Format, Source, Summary
 from robopolicy.data.errors import DataError
+from robopolicy.data.validate import Schema, validate_episode
 
 FORMATS: dict[str, Format] = {
     f.name: f for f in (dp_zarr.FORMAT, robomimic.FORMAT, lerobot.FORMAT, minari.FORMAT, rlds.FORMAT)
@@ -67,28 +68,25 @@ def open_source(
 
 
 class _Tally:
-    """Checks every episode as it streams past and records what the writer was given."""
+    """Validates every episode as it streams past (writers need not) and records what the writer was given."""
 
     def __init__(self) -> None:
         self.n_episodes = 0
         self.n_frames = 0
-        self.features: dict[str, tuple[tuple[int, ...], str]] = {}
+        self.features: Schema = {}
 
     def wrap(self, source: Source, total: int, progress: bool) -> Iterator[Episode]:
         action_key = source.info.action_key
         for label, episode in tqdm(source.episodes(), total=total, unit="ep", disable=not progress, desc="convert"):
-            check_episode(source.path, label, episode, action_key)
-            feats = features_of(episode)
-            if self.features and feats != self.features:
-                raise DataError(source.path, label, f"features {feats} differ from the first episode's {self.features}")
-            self.features = feats
+            self.features = validate_episode(source.path, label, episode, action_key, self.features)
             self.n_episodes += 1
             self.n_frames += len(episode[action_key])
             yield episode
 
 
 def _verify(src: Summary, tally: _Tally, out: Summary, mapping: dict[str, str], dst: Path) -> None:
-    expected = [("episodes", src.n_episodes, tally.n_episodes, out.n_episodes), ("frames", src.n_frames, tally.n_frames, out.n_frames)]
+    expected = [("episodes", src.n_episodes, tally.n_episodes, out.n_episodes),
+                ("frames", src.n_frames, tally.n_frames, out.n_frames)]
     for what, claimed, streamed, written in expected:
         if claimed is None:  # not in the source's metadata: only what was read and written can be compared
             claimed = streamed

@@ -7,15 +7,16 @@ writable one through the same in-memory episode.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from robopolicy.data.errors import DataError
-from robopolicy.data.replay_buffer import check_episode_arrays
+from robopolicy.data.validate import features_of
+
+__all__ = ["Episode", "Format", "Source", "SourceInfo", "Summary", "Writer", "features_of"]
 
 Episode = dict[str, np.ndarray]
 
@@ -78,7 +79,7 @@ class Source(ABC):
     def episodes(self) -> Iterator[tuple[str, Episode]]:
         """Yield (label, episode); the label names the episode in the source, for error messages."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a deliberate no-op default, not a forgotten abstract method
         """Release open files; readers that hold none keep this default."""
 
     def __enter__(self) -> Source:
@@ -102,14 +103,3 @@ class Format:
     open: Callable[..., Source]
     write: Writer | None = None
     suffixes: tuple[str, ...] = ()
-
-
-def check_episode(path: Path, label: str, episode: Mapping[str, np.ndarray], action_key: str) -> None:
-    """Reject a source episode before it reaches the store, naming the source file and episode."""
-    if action_key not in episode:
-        raise DataError(path, f"{label}/{action_key}", "missing; expected the episode's actions")
-    check_episode_arrays(path, label, episode, action_key)
-
-
-def features_of(episode: Mapping[str, np.ndarray]) -> dict[str, tuple[tuple[int, ...], str]]:
-    return {k: (tuple(v.shape[1:]), str(v.dtype)) for k, v in episode.items()}

@@ -78,7 +78,7 @@ def write_zarr(source: Source, episodes: Iterator[Episode], tmp: Path, options: 
                     source=info.source, command=options.get("command"),
                 )
                 rb = ReplayBuffer.create(tmp, attrs=json.loads(json.dumps(attrs, default=str)))
-            rb.add_episode(episode)
+            rb.add_episode(episode, check=False)  # validated by the convert pipeline
         if rb is None:
             raise DataError(source.path, None, "no episodes to write; expected at least one")
         # Written again at the end: some readers learn provenance while streaming (RLDS per-episode metadata).
