@@ -40,8 +40,8 @@ def test_replay_plays_the_recorded_steps(dataset):
     for step in range(3):
         obs = backend.read()
         np.testing.assert_allclose(obs.position, first["joint_pos"][step])
-        np.testing.assert_array_equal(obs.images["agentview_image"], first["agentview_image"][step])
-        assert set(obs.extras) == {"object", "joint_pos"} and "images/agentview_image" in obs.stamps
+        np.testing.assert_array_equal(obs.images["agentview"], first["agentview_image"][step])
+        assert set(obs.extras) == {"object", "joint_pos"} and "images/agentview" in obs.stamps
         backend.write(np.array(backend.spec.home))
     np.testing.assert_allclose(backend.read().position, second["joint_pos"][0])  # looped into episode 1
     written, recorded = backend.commands[0]

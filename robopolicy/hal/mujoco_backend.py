@@ -155,9 +155,13 @@ class MujocoBackend(Backend):
         images: dict[str, np.ndarray] = {}
         extras: dict[str, np.ndarray] = {}
         if self.env is not None:
-            for key, value in self._task_obs.items():
-                (images if value.dtype == np.uint8 and value.ndim == 3 else extras)[key] = value
-                stamps[f"{'images' if key in images else 'extras'}/{key}"] = t
+            for key, value in self._task_obs.items():  # camera keys are <camera>_image in every task file
+                if value.dtype == np.uint8 and value.ndim == 3:
+                    images[key.removesuffix("_image")] = value
+                    stamps[f"images/{key.removesuffix('_image')}"] = t
+                else:
+                    extras[key] = value
+                    stamps[f"extras/{key}"] = t
         else:
             for cam in self.spec.cameras:
                 images[cam.name] = self._render(cam.name, cam.height, cam.width)

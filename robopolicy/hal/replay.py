@@ -1,8 +1,8 @@
 """``replay`` backend: plays a zarr dataset (``robopolicy.data.ReplayBuffer``) back as if it were a robot.
 
 Each write advances one recorded step; reads return the current step, stamped when read. Every ``uint8`` HWC
-key becomes a camera frame, every other key an extra (so a policy sees the recorded observations), and
-``position_key`` / ``velocity_key`` fill the joint state (the hardware file's home pose and zeros when the
+key (``<camera>_image``) becomes the frame of ``<camera>``, every other key an extra (so a policy sees the
+recorded observations), and ``position_key`` / ``velocity_key`` fill the joint state (the hardware file's home pose and zeros when the
 dataset has none). The commands written are kept with the recorded actions beside them, so a dry run can be
 compared with what the demonstrator did. At the end of the episode the replay holds the last step, or moves on
 to the next episode with ``loop``.
@@ -65,8 +65,9 @@ class ReplayBackend(Backend):
         n = self.spec.n_joints
         position = np.asarray(row[self.position_key], np.float64) if self.position_key else np.array(self.spec.home)
         velocity = np.asarray(row[self.velocity_key], np.float64) if self.velocity_key else np.zeros(n)
-        images = {k: v for k, v in row.items() if v.dtype == np.uint8 and v.ndim == 3}
-        extras = {k: v for k, v in row.items() if k not in images and k != self.action_key}
+        cameras = [k for k, v in row.items() if v.dtype == np.uint8 and v.ndim == 3]
+        images = {k.removesuffix("_image"): row[k] for k in cameras}  # <camera>_image, as datasets name them
+        extras = {k: v for k, v in row.items() if k not in cameras and k != self.action_key}
         stamps = {"position": t, "velocity": t, "torque": t, **{f"images/{k}": t for k in images},
                   **{f"extras/{k}": t for k in extras}}
         return Observation(position, velocity, np.zeros(n), t, self.next_seq(), images=images, extras=extras,
