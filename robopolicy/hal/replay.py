@@ -2,10 +2,10 @@
 
 Each write advances one recorded step; reads return the current step, stamped when read. Every ``uint8`` HWC
 key (``<camera>_image``) becomes the frame of ``<camera>``, every other key an extra (so a policy sees the
-recorded observations), and ``position_key`` / ``velocity_key`` fill the joint state (the hardware file's home pose and zeros when the
-dataset has none). The commands written are kept with the recorded actions beside them, so a dry run can be
-compared with what the demonstrator did. At the end of the episode the replay holds the last step, or moves on
-to the next episode with ``loop``.
+recorded observations), and ``position_key`` / ``velocity_key`` fill the joint state (the hardware file's home
+pose and zeros when the dataset has none). The commands written are kept with the recorded actions beside them,
+so a dry run can be compared with what the demonstrator did. At the end of the episode the replay holds the
+last step, or moves on to the next episode with ``loop``.
 """
 
 from __future__ import annotations
