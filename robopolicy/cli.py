@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "robopolicy.sim.cli",
     "robopolicy.eval.cli",
     "robopolicy.hal.cli",
+    "robopolicy.rl.cli",
     "robopolicy.deploy",
 )
 

@@ -4,8 +4,10 @@
 (`base`, frozen) runs chain steps 0..K-K'-1, a deep copy of it (`finetuned`, trained) runs steps K-K'..K-1.
 It is a registered head, so a fine-tuned checkpoint is an ordinary policy checkpoint (`head.name = "finetuned"`,
 the pretrained head's config inside its params) that `Policy.load` and `robopolicy eval` read unchanged, and its
-`sample_from_noise` (what `predict_action`, `compile` and AOT run) is the fine-tuned chain: its means when
-`deterministic` (eta = 0, the default for evaluation), else samples with the exploration std floor.
+`sample_from_noise` (what `predict_action`, `compile` and AOT run) is the fine-tuned chain: when
+`deterministic` (the default for evaluation) each step is the wrapped head's own deterministic sampler step
+(`sampler_transition`: DDIM with eta = 0 for a diffusion head, so an untouched chain deploys exactly as the
+pretrained policy), else samples of the stochastic chain with the exploration std floor.
 
 Two std floors, as DPPO keeps them apart: `min_std` for exploration when sampling, `min_log_prob_std` in
 log-probabilities. The wrapped heads' own floor is lowered to the smaller of the two, and each use applies its
@@ -23,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from robopolicy.heads import build_head, register_head
 from robopolicy.heads.base import Chain, Head, check_params, gaussian_log_prob, randn
+from robopolicy.heads.registry import build_pretrained_head
 from robopolicy.specs import BackboneConfig, ConfigError, HeadConfig, from_dict
 
 
@@ -59,7 +61,6 @@ def _lower_floor(head: Head, floor: float) -> None:
         head.params.min_std = min(head.params.min_std, floor)
 
 
-@register_head
 class FinetunedHead(Head):
     name = "finetuned"
     Params = FinetunedParams
@@ -71,7 +72,7 @@ class FinetunedHead(Head):
         self.params = from_dict(FinetunedParams, params, "head.params")
         self.action_dim, self.horizon, self.cond_dim = action_dim, horizon, cond_dim
         p = self.params
-        self.base = build_head(p.base.name, p.base.params, action_dim, horizon, cond_dim, backbone)
+        self.base = build_pretrained_head(p.base.name, p.base.params, action_dim, horizon, cond_dim, backbone)
         if self.base.noise_shape(1, p.steps)[1] == 0 and not p.learn_std:
             raise ConfigError(f"head.params.base: the {p.base.name} head samples without noise, so it has no "
                               "denoising chain to fine-tune (use a diffusion, flow or consistency head, or "
@@ -89,8 +90,8 @@ class FinetunedHead(Head):
             raise ConfigError("head.name: the checkpoint is already fine-tuned; resume its run instead")
         return HeadConfig(cls.name, {"base": {"name": head_config.name, "params": head_config.params}, **chain})
 
-    @property
-    def net(self) -> nn.Module:
+    @property  # read-only here: the base head owns the network this names
+    def net(self) -> nn.Module:  # type: ignore[override]
         """The pretrained network (ahead-of-time compilation of UNet heads compiles this one call)."""
         return self.base.net
 
@@ -118,6 +119,13 @@ class FinetunedHead(Head):
 
     def initial_latent(self, batch: int, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return self.base.initial_latent(batch, cond, generator)
+
+    def _deploy_mean(self, cond: torch.Tensor, x: torch.Tensor, k: int, steps: int) -> torch.Tensor:
+        """Step k of the deterministic deployment: the wrapped head's own sampler step where it has one
+        (`sampler_transition`: DDIM with eta = 0, an ODE step), else the chain's mean."""
+        head = self.finetuned if k >= self.first_finetuned_step else self.base
+        step = getattr(head, "sampler_transition", head.transition)
+        return step(cond, x, k, steps)[0]
 
     def transition(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor | int,
                    steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,12 +157,12 @@ class FinetunedHead(Head):
         k_total = self.params.steps
         x = noise[:, 0]
         for k in range(k_total):
-            mean, std = self.transition(cond, x, k, k_total)
             last = k + 1 == k_total
             if self.params.deterministic:
+                mean = self._deploy_mean(cond, x, k, k_total)
                 x = mean.clamp(-self.params.action_clip, self.params.action_clip) if last else mean
             else:
-                x = self._next(mean, std, noise[:, k + 1], last)
+                x = self._next(*self.transition(cond, x, k, k_total), noise[:, k + 1], last)
         return x
 
     def sample_chain(self, cond: torch.Tensor, steps: int | None = None,

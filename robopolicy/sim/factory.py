@@ -75,7 +75,8 @@ def make_env(
 
 def make_vector_env(
     task: TaskSpec | str, n_envs: int, asynchronous: bool = False, backend: str = "local",
-    ray_workers: int | None = None, ray_address: str | None = None, **kwargs: Any
+    ray_workers: int | None = None, ray_address: str | None = None, same_step_autoreset: bool = False,
+    **kwargs: Any
 ) -> gym.vector.VectorEnv:
     """``n_envs`` copies of :func:`make_env` in a gymnasium sync or async vector env.
 
@@ -85,16 +86,23 @@ def make_vector_env(
 
     Autoreset is gymnasium's default (next step), so the info returned with ``done`` is the real final
     info; robosuite workers are spawned, not forked, because its GL context does not survive a fork.
+    ``same_step_autoreset`` resets an ended episode within the same call (final observation and info in
+    ``info["final_obs"]`` / ``info["final_info"]``), so no call is spent on a reset that ignores its action;
+    the RL collector (``robopolicy.rl.collector``) needs it.
     """
     task = load_task(task) if isinstance(task, str) else task
+    if same_step_autoreset and backend != "local":
+        raise ConfigError(f"vector_backend: same-step autoreset needs the local backend, got {backend!r}")
     if backend == "ray":
         return _ray_vector_env(task, n_envs, ray_workers, ray_address, asynchronous=asynchronous, **kwargs)
     if backend != "local":
         raise ConfigError(f"vector_backend: expected 'local' or 'ray', got {backend!r}")
     fns = [partial(make_env, task, **kwargs) for _ in range(n_envs)]
+    mode = gym.vector.AutoresetMode.SAME_STEP if same_step_autoreset else gym.vector.AutoresetMode.NEXT_STEP
     if asynchronous:
-        return gym.vector.AsyncVectorEnv(fns, context="spawn" if task.env.backend == "robosuite" else None)
-    return gym.vector.SyncVectorEnv(fns)
+        return gym.vector.AsyncVectorEnv(fns, context="spawn" if task.env.backend == "robosuite" else None,
+                                         autoreset_mode=mode)
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
 
 
 def _ray_vector_env(task: TaskSpec, n_envs: int, workers: int | None, address: str | None,

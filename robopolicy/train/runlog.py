@@ -17,12 +17,15 @@ def _cell(value: float | int | None) -> str:
 
 
 class RunLog:
-    def __init__(self, out_dir: Path, start_step: int, tensorboard: bool) -> None:
+    """`columns`: the CSV header (the BC trainer's by default; fine-tuning logs its own)."""
+
+    def __init__(self, out_dir: Path, start_step: int, tensorboard: bool, columns: list[str] = COLUMNS) -> None:
         self.path = out_dir / "log.csv"
+        self.columns = columns
         self._truncate_after(start_step)
         new = not self.path.exists()
         self._file = self.path.open("a", newline="")
-        self._csv = csv.DictWriter(self._file, fieldnames=COLUMNS)
+        self._csv = csv.DictWriter(self._file, fieldnames=self.columns)
         if new:
             self._csv.writeheader()
         self._tb = None
@@ -37,12 +40,12 @@ class RunLog:
         with self.path.open(newline="") as f:
             rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
         with self.path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(rows)
 
     def write(self, row: dict[str, float | int | None]) -> None:
-        self._csv.writerow({k: _cell(row.get(k)) for k in COLUMNS})
+        self._csv.writerow({k: _cell(row.get(k)) for k in self.columns})
         self._file.flush()
         if self._tb is not None:
             for key, value in row.items():

@@ -1,0 +1,68 @@
+"""`robopolicy finetune CHECKPOINT --task TASK [--algo NAME] [--recipe R] [--set key=value ...] [--out DIR]
+[--resume auto|never|PATH] [--device D]`."""
+
+from __future__ import annotations
+
+import argparse
+
+from robopolicy.rl.algorithm import describe_algorithms
+
+EPILOG = """\
+algorithms (--algo):
+{algorithms}
+
+CHECKPOINT is a policy checkpoint directory (e.g. runs/bc/checkpoints/best), or "scratch" for algorithms that
+start from a fresh policy (ppo). The recipe (--recipe, a built-in name from robopolicy/rl/recipes or a TOML
+path) sets the run; every field is documented in robopolicy/rl/config.py (FinetuneConfig) and, under
+[params], in the algorithm's Params (robopolicy/rl/dppo.py, gaussian.py, ...). Unknown fields are rejected.
+Without --recipe, the built-in recipe TASK_ALGO is used when it exists (built-in: {recipes}).
+
+examples:
+  robopolicy finetune runs/bc_push/checkpoints/best --task push_puck --algo dppo --out runs/dppo_push
+  robopolicy finetune scratch --task push_puck --algo ppo --set iterations=50
+  robopolicy finetune CKPT --task push_puck --set params.finetune_steps=1 --set update.target_kl=1.0
+
+outputs in --out: checkpoints/{{step_000010,latest,best}} (policy checkpoints that `robopolicy eval` and
+Policy.load read unchanged; best = highest held-out eval success), log.csv, tb/, config.json. A run started
+again with the same --out resumes exactly from checkpoints/latest (--resume auto)."""
+
+
+def run(args: argparse.Namespace) -> int:
+    from robopolicy.rl.config import load_finetune_config, recipe_names
+
+    recipe = args.recipe
+    if recipe is None and f"{args.task}_{args.algo or 'dppo'}" in recipe_names():
+        recipe = f"{args.task}_{args.algo or 'dppo'}"
+    config = load_finetune_config(recipe, args.overrides, task=args.task, algo=args.algo, out_dir=args.out,
+                                  device=args.device)
+    from robopolicy.rl.finetune import finetune  # torch and the simulators load only when a run starts
+
+    result = finetune(config, args.checkpoint, resume=args.resume)
+    p = result.progress
+    best = "" if p.best_iteration is None else f"; best eval {p.best_metric:.3g} at iteration {p.best_iteration}"
+    print(f"fine-tuned {p.iteration} iterations ({p.env_steps} env steps){best}; checkpoints in {result.checkpoints}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from robopolicy.rl.config import recipe_names
+
+    p = subparsers.add_parser(
+        "finetune", help="RL fine-tuning of a policy checkpoint in simulation (DPPO, Gaussian PPO, ...)",
+        description="Fine-tune a policy with policy-gradient RL on a task's vector envs: chunked rollouts, GAE "
+                    "over decisions, a critic on the encoder's features, PPO updates; exact resume, CSV and "
+                    "tensorboard logs, held-out evaluation and best/latest checkpoints.",
+        epilog=EPILOG.format(algorithms=describe_algorithms(), recipes=", ".join(recipe_names())),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="policy checkpoint directory, or 'scratch'")
+    p.add_argument("--task", required=True, help="task name (tasks/NAME.toml) or path")
+    p.add_argument("--algo", default=None, help="fine-tuning algorithm (default: the recipe's, else dppo)")
+    p.add_argument("--recipe", default=None, help="built-in recipe name or TOML path (default: TASK_ALGO if built in)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field with a TOML value, e.g. update.actor_lr=3e-5 (repeatable)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output directory (overrides out_dir)")
+    p.add_argument("--resume", default="auto", metavar="auto|never|PATH",
+                   help="auto (default): continue from OUT/checkpoints/latest if present; never: start fresh; "
+                        "PATH: continue from that checkpoint")
+    p.add_argument("--device", default=None, help="policy/critic/update device: auto (default), cpu, cuda")
+    p.set_defaults(func=run)

@@ -1,0 +1,137 @@
+"""The rollout collector: vector envs driven chunk by chunk, one row per decision.
+
+Environments must be gymnasium vector envs over `MultiStepWrapper` sub-envs built with same-step autoreset
+(`make_vector_env(..., autoreset_mode=SAME_STEP)`): an episode that ends inside a chunk is reset in the same
+call, its true final observation and info arrive in `info["final_obs"]` / `info["final_info"]`, and every
+row of the batch is a chunk that really ran. (Gymnasium's default next-step autoreset would spend the next
+call on the reset, ignore its action and return reward 0; such a transition must never reach PPO.)
+
+Per decision the batch holds the conditioning vector of the observation window (the policy's frozen encoder
+features), what the algorithm stores for its ratio, the reward summed over the executed steps, the number of
+executed steps, terminated/truncated flags, and the conditioning vector of the observation that followed the
+chunk (the true final one where the episode ended), so GAE can bootstrap truncations correctly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from robopolicy.rl.algorithm import Algorithm
+
+
+@dataclass
+class ChunkStep:
+    """One vector-env call with a chunk per env, with the final observation/info of ended episodes split out."""
+
+    obs: dict[str, np.ndarray]  # for the next decision (the reset observation where an episode ended)
+    after: dict[str, np.ndarray]  # the observation that followed the chunk: the true final one where one ended
+    reward: np.ndarray  # (N,) summed over the executed steps
+    n_steps: np.ndarray  # (N,) steps executed (fewer than the chunk when the episode ended inside it)
+    terminated: np.ndarray
+    truncated: np.ndarray
+    success: np.ndarray  # (N,) whether any executed step met the task's success rule
+
+
+def _masked(info: dict[str, Any], key: str, n: int, default: Any) -> np.ndarray:
+    values = np.asarray(info.get(key, np.full(n, default)))
+    return np.where(np.asarray(info.get(f"_{key}", np.ones(n, bool))), values, default)
+
+
+def step_chunks(env, actions: np.ndarray) -> ChunkStep:
+    """Step a same-step-autoreset vector env of chunked sub-envs with (N, n_action_steps, D) actions."""
+    obs, reward, terminated, truncated, info = env.step(actions)
+    n = len(reward)
+    done = terminated | truncated
+    n_steps = _masked(info, "n_steps", n, 0)
+    success = _masked(info, "is_success", n, False).astype(bool)
+    after = {k: v.copy() for k, v in obs.items()}
+    if done.any():
+        final_info = info["final_info"]
+        n_steps = np.where(done, _masked(final_info, "n_steps", n, 0), n_steps)
+        success = np.where(done, _masked(final_info, "is_success", n, False).astype(bool), success)
+        for i in np.flatnonzero(done):
+            for k, v in info["final_obs"][i].items():
+                after[k][i] = v
+    return ChunkStep(obs, after, np.asarray(reward, np.float32), n_steps.astype(np.int64), terminated, truncated,
+                     success)
+
+
+@dataclass
+class Rollout:
+    """(T, N) decision-major tensors of one iteration (T decisions per env, N envs)."""
+
+    cond: torch.Tensor  # (T, N, C)
+    next_cond: torch.Tensor  # (T, N, C) of the observation after the chunk (true final one at episode ends)
+    store: dict[str, torch.Tensor]  # the algorithm's per-decision tensors, (T, N, ...)
+    reward: torch.Tensor  # (T, N) summed over executed steps
+    n_steps: torch.Tensor  # (T, N) long
+    terminated: torch.Tensor  # (T, N) bool
+    truncated: torch.Tensor  # (T, N) bool; the last row of an unfinished episode is not marked (GAE bootstraps it)
+    episodes: list[dict[str, float]] = field(default_factory=list)  # finished episodes: return, length, success
+    env_time_s: float = 0.0
+    policy_time_s: float = 0.0
+
+    @property
+    def env_steps(self) -> int:
+        return int(self.n_steps.sum())
+
+
+class Collector:
+    """Runs `algorithm` in `env` for a fixed number of decisions per env, starting from a seeded reset."""
+
+    def __init__(self, env, policy, algorithm: Algorithm) -> None:
+        self.env, self.policy, self.algorithm = env, policy, algorithm
+        self.n_action_steps = policy.config.n_action_steps
+        self.keys = [spec.key for spec in policy.config.obs]
+
+    def _encode(self, obs: dict[str, np.ndarray]) -> torch.Tensor:
+        with torch.no_grad():
+            return self.policy.encode({k: torch.as_tensor(obs[k]) for k in self.keys})
+
+    def collect(self, n_decisions: int, seeds: list[int]) -> Rollout:
+        n = self.env.num_envs
+        obs, _ = self.env.reset(seed=seeds)
+        conds, next_conds, stores = [], [], []
+        rewards, n_steps, terms, truncs = [], [], [], []
+        episodes: list[dict[str, float]] = []
+        ep_return, ep_length = np.zeros(n), np.zeros(n, np.int64)
+        env_time = policy_time = 0.0
+        cond = self._encode(obs)
+        for _ in range(n_decisions):
+            t0 = time.perf_counter()
+            decision = self.algorithm.act(cond)
+            actions = decision.actions[:, : self.n_action_steps].cpu().numpy()
+            t1 = time.perf_counter()
+            step = step_chunks(self.env, actions)
+            t2 = time.perf_counter()
+            done = step.terminated | step.truncated
+            next_cond = self._encode(step.obs)
+            after = self._encode(step.after) if done.any() else next_cond
+            policy_time += t1 - t0 + time.perf_counter() - t2
+            env_time += t2 - t1
+            conds.append(cond)
+            next_conds.append(after)
+            stores.append(decision.store)
+            rewards.append(step.reward)
+            n_steps.append(step.n_steps)
+            terms.append(step.terminated)
+            truncs.append(step.truncated)
+            ep_return += step.reward
+            ep_length += step.n_steps
+            for i in np.flatnonzero(done):
+                episodes.append({"return": float(ep_return[i]), "length": int(ep_length[i]),
+                                 "success": float(step.success[i])})
+                ep_return[i], ep_length[i] = 0.0, 0
+            cond = next_cond
+        return Rollout(
+            cond=torch.stack(conds), next_cond=torch.stack(next_conds),
+            store={k: torch.stack([s[k] for s in stores]) for k in stores[0]},
+            reward=torch.as_tensor(np.stack(rewards)), n_steps=torch.as_tensor(np.stack(n_steps)),
+            terminated=torch.as_tensor(np.stack(terms)), truncated=torch.as_tensor(np.stack(truncs)),
+            episodes=episodes, env_time_s=env_time, policy_time_s=policy_time,
+        )

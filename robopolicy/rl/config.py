@@ -1,0 +1,147 @@
+"""Fine-tuning run configuration (`robopolicy finetune`), in `robopolicy/specs.py`'s style.
+
+Plain dataclasses validated in `__post_init__`, read from TOML recipes (`robopolicy/rl/recipes/*.toml`) with
+`--set key=value` overrides; errors name the field. Algorithm-specific settings live in `params` and are
+validated by the algorithm's own `Params` dataclass (see `robopolicy.rl.algorithm`), as head params are.
+Discounts are per executed environment step: a decision that ran n steps is discounted by gamma^n.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from robopolicy.specs import ConfigError, _require, apply_overrides, from_dict
+
+RECIPES = resources.files("robopolicy.rl") / "recipes"
+
+
+@dataclass
+class RolloutConfig:
+    """How experience is collected each iteration: every env is reset (seeded from (seed, iteration)), then
+    runs `n_decisions` chunks; an episode still running at the end is bootstrapped from the critic."""
+
+    n_envs: int = 8
+    n_decisions: int = 25  # decisions (chunks) per env and iteration
+    asynchronous: bool = False  # AsyncVectorEnv worker processes (slower than sync on 2 cores)
+
+    def __post_init__(self) -> None:
+        _require(self.n_envs >= 1, "rollout.n_envs", ">= 1", self.n_envs)
+        _require(self.n_decisions >= 1, "rollout.n_decisions", ">= 1", self.n_decisions)
+
+
+@dataclass
+class AdvantageConfig:
+    gamma: float = 0.99  # per environment step
+    gae_lambda: float = 0.95  # per decision
+    reward_scaling: bool = True  # divide rewards by a running std of the discounted return
+    normalize: bool = True  # advantages to zero mean, unit std over the iteration's batch
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.gamma <= 1.0, "advantage.gamma", "in (0, 1]", self.gamma)
+        _require(0.0 <= self.gae_lambda <= 1.0, "advantage.gae_lambda", "in [0, 1]", self.gae_lambda)
+
+
+@dataclass
+class UpdateConfig:
+    """The PPO update over update units (decisions, or DPPO's (decision, denoising step) pairs)."""
+
+    epochs: int = 10
+    minibatch_size: int = 256  # units per minibatch
+    actor_lr: float = 1e-4
+    critic_lr: float = 1e-3
+    clip: float = 0.2  # default clip range (algorithms may set their own per unit)
+    value_coef: float = 0.5
+    max_grad_norm: float = 1.0
+    target_kl: float | None = None  # stop this iteration's epochs once the approximate KL exceeds it
+    critic_warmup_iterations: int = 0  # the first iterations train the critic only (DPPO's practice)
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "update.epochs", ">= 1", self.epochs)
+        _require(self.minibatch_size >= 1, "update.minibatch_size", ">= 1", self.minibatch_size)
+        _require(self.actor_lr > 0, "update.actor_lr", "> 0", self.actor_lr)
+        _require(self.critic_lr > 0, "update.critic_lr", "> 0", self.critic_lr)
+        _require(self.clip > 0, "update.clip", "> 0", self.clip)
+        _require(self.max_grad_norm > 0, "update.max_grad_norm", "> 0", self.max_grad_norm)
+        _require(self.target_kl is None or self.target_kl > 0, "update.target_kl", "> 0 or absent", self.target_kl)
+        _require(self.critic_warmup_iterations >= 0, "update.critic_warmup_iterations", ">= 0",
+                 self.critic_warmup_iterations)
+
+
+@dataclass
+class CriticConfig:
+    hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
+
+    def __post_init__(self) -> None:
+        _require(len(self.hidden_dims) > 0 and all(h > 0 for h in self.hidden_dims), "critic.hidden_dims",
+                 "a non-empty list of positive sizes", self.hidden_dims)
+
+
+@dataclass
+class EvalSettings:
+    """Held-out evaluation (test seeds) of the deployed policy every `every` iterations and at the end; the
+    `best` checkpoint is the one with the highest success rate (mean return for tasks without success)."""
+
+    every: int = 5
+    n_episodes: int = 50
+    n_envs: int = 10
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 1, "eval.every", ">= 1", self.every)
+        _require(self.n_episodes >= 1, "eval.n_episodes", ">= 1", self.n_episodes)
+        _require(self.n_envs >= 1, "eval.n_envs", ">= 1", self.n_envs)
+
+
+@dataclass
+class FinetuneConfig:
+    task: str = ""
+    algo: str = "dppo"
+    params: dict[str, Any] = field(default_factory=dict)  # validated by the algorithm's Params
+    iterations: int = 100
+    seed: int = 0
+    device: str = "auto"  # policy, critic and update; environments always step on the CPU
+    out_dir: str = "runs/finetune"
+    ckpt_every: int = 10
+    tensorboard: bool = True
+    progress: bool = True
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.task), "task", "a task name (tasks/NAME.toml) or path", self.task)
+        _require(self.iterations >= 1, "iterations", ">= 1", self.iterations)
+        _require(self.ckpt_every >= 1, "ckpt_every", ">= 1", self.ckpt_every)
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in RECIPES.iterdir() if p.name.endswith(".toml"))
+
+
+def load_finetune_config(recipe: str | None, overrides: list[str], **fields: Any) -> FinetuneConfig:
+    """A recipe (built-in name or TOML path; None: defaults) with `fields` (command-line values such as task
+    and algo, when given) and then `--set` overrides applied."""
+    data: dict[str, Any] = {}
+    where = "defaults"
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.exists() and recipe in recipe_names():
+            path = Path(str(RECIPES / f"{recipe}.toml"))
+        where = str(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: no such recipe file (built-in recipes: {recipe_names()})") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+    data.update({k: v for k, v in fields.items() if v is not None})
+    apply_overrides(data, overrides)
+    try:
+        return from_dict(FinetuneConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc

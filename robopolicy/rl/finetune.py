@@ -1,0 +1,269 @@
+"""The fine-tuning run: rollouts, advantages, PPO update, evaluation, checkpoints, logs and exact resume.
+
+One iteration = reset the vector envs with seeds derived from (seed, iteration), collect `n_decisions` chunks
+per env, compute values and GAE, run the PPO update, log a row, and every `eval.every` iterations evaluate the
+deployed policy on held-out test seeds (`robopolicy.eval.protocol`). Everything random in an iteration is
+seeded from (seed, iteration), and the reset at its start makes it independent of where the previous one
+stopped, so a run resumed from a checkpoint logs exactly what it would have logged uninterrupted (as the BC
+trainer's runs do). Outputs are the BC trainer's: `config.json`, `log.csv`, `tb/`, and
+`checkpoints/{step_000010, latest, best}`, each an ordinary policy checkpoint (read by `Policy.load` and
+`robopolicy eval` unchanged) plus the critic, optimizers and reward statistics as training state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from robopolicy.atomic import atomic_output, write_json
+from robopolicy.checkpoint import CheckpointError, load_train_state, save_checkpoint
+from robopolicy.policy import Policy, load_policy
+from robopolicy.rl.algorithm import AlgorithmContext, algorithm_class, build_algorithm
+from robopolicy.rl.collector import Collector, Rollout
+from robopolicy.rl.config import FinetuneConfig
+from robopolicy.rl.critic import Critic
+from robopolicy.rl.gae import RewardScaler, compute_gae
+from robopolicy.rl.update import Batch, ppo_update
+from robopolicy.specs import ConfigError, to_dict
+from robopolicy.task import TaskSpec, load_task
+from robopolicy.train.runlog import RunLog
+from robopolicy.train.state import flatten_optimizer, unflatten_optimizer
+from robopolicy.train.trainer import BEST, LATEST, _checkpoint_to_resume, seed_everything
+
+SCRATCH = "scratch"
+FORMAT = "robopolicy-finetune-state"
+FORMAT_VERSION = 1
+COLUMNS = ["step", "env_steps", "return", "success_rate", "episode_length", "episodes", "eval_success",
+           "eval_return", "policy_loss", "value_loss", "approx_kl", "clip_fraction", "ratio_mean", "ratio_max",
+           "explained_variance", "chain_std", "actor_grad_norm", "minibatches", "kl_stopped", "env_steps_per_s",
+           "env_time_s", "policy_time_s", "update_time_s", "elapsed_s"]
+TIMING_COLUMNS = {"env_steps_per_s", "env_time_s", "policy_time_s", "update_time_s", "elapsed_s"}
+
+
+@dataclass
+class Progress:
+    iteration: int = 0
+    env_steps: int = 0
+    best_metric: float | None = None  # eval success rate (mean return without a success rule)
+    best_iteration: int | None = None
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class FinetuneResult:
+    policy: Policy
+    out_dir: Path
+    progress: Progress
+    last_row: dict[str, Any]
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def check_task(task: TaskSpec, policy: Policy, checkpoint: str) -> None:
+    """The task must give the observations the policy reads and take the actions it writes."""
+    config = policy.config
+    if config.action.dim != task.action.dim:
+        raise ConfigError(f"task {task.name}: its action space ({task.action.dim}-d) differs from checkpoint "
+                          f"{checkpoint}'s ({config.action.dim}-d)")
+    shapes = {o.key: o.shape for o in task.obs}
+    for spec in config.obs:
+        if shapes.get(spec.key) != spec.shape:
+            raise ConfigError(f"task {task.name}: observation {spec.key!r} is {shapes.get(spec.key)}, checkpoint "
+                              f"{checkpoint} expects {spec.shape}")
+
+
+def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in tensors.items()}
+
+
+def _part(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+class Finetuner:
+    """Builds the policy (via the algorithm), critic, optimizers and envs from a FinetuneConfig, then runs."""
+
+    def __init__(self, config: FinetuneConfig, checkpoint: str, resume_from: Path | None = None) -> None:
+        self.config, self.checkpoint = config, checkpoint
+        self.task = load_task(config.task)
+        self.device = resolve_device(config.device)
+        self.out_dir = Path(config.out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        seed_everything(config.seed)
+        if resume_from is not None:
+            start = load_policy(resume_from, device=self.device)
+        elif checkpoint == SCRATCH:
+            start = algorithm_class(config.algo).scratch_policy(self.task, config.params).to(self.device)
+        else:
+            start = load_policy(checkpoint, device=self.device)
+        check_task(self.task, start, checkpoint)
+        context = AlgorithmContext(start.config.n_action_steps, self.device)
+        self.algorithm = build_algorithm(config.algo, start, config.params, context)
+        self.policy = self.algorithm.policy.to(self.device)
+        self.critic = Critic(self.policy.encoder.out_dim, config.critic.hidden_dims).to(self.device)
+        self.actor_opt = torch.optim.Adam(self.algorithm.parameters(), lr=config.update.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.update.critic_lr)
+        self.rewards = RewardScaler()
+        self.progress = Progress()
+        if resume_from is not None:
+            self.load_state(resume_from)
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------
+
+    def save(self, *names: str) -> None:
+        """Write the state once as checkpoint `names[0]` and copy it to the other names."""
+        actor_tensors, actor_meta = flatten_optimizer(self.actor_opt.state_dict())
+        critic_tensors, critic_meta = flatten_optimizer(self.critic_opt.state_dict())
+        tensors = {**_prefixed("critic", self.critic.state_dict()), **_prefixed("reward", self.rewards.state_dict()),
+                   **_prefixed("actor_opt", actor_tensors), **_prefixed("critic_opt", critic_tensors)}
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "progress": dataclasses.asdict(self.progress),
+                "actor_opt": actor_meta, "critic_opt": critic_meta}
+        first = self.ckpt_dir / names[0]
+        save_checkpoint(first, self.policy, train_tensors=tensors, train_json=meta,
+                        extra_config={"finetune": to_dict(self.config), "pretrained": self.checkpoint})
+        for name in names[1:]:
+            with atomic_output(self.ckpt_dir / name, overwrite=True) as tmp:
+                shutil.copytree(first, tmp)
+
+    def load_state(self, path: Path) -> None:
+        tensors, meta = load_train_state(path)
+        where = path / "train_state.json"
+        if meta.get("format") != FORMAT or not isinstance(meta.get("format_version"), int) \
+                or meta["format_version"] > FORMAT_VERSION:
+            raise CheckpointError(f"{where}: field 'format' expected {FORMAT!r} version <= {FORMAT_VERSION} "
+                                  f"(a fine-tuning checkpoint), got {meta.get('format')!r}")
+        self.critic.load_state_dict(_part("critic", tensors))
+        self.rewards.load_state_dict(_part("reward", tensors))
+        self.actor_opt.load_state_dict(unflatten_optimizer(_part("actor_opt", tensors), meta["actor_opt"]))
+        self.critic_opt.load_state_dict(unflatten_optimizer(_part("critic_opt", tensors), meta["critic_opt"]))
+        self.progress = Progress(**meta["progress"])
+
+    # ---- one iteration --------------------------------------------------------------------------------------
+
+    def _batch(self, rollout: Rollout) -> Batch:
+        cfg = self.config.advantage
+        with torch.no_grad():
+            values = self.critic(rollout.cond).cpu()
+            next_values = self.critic(rollout.next_cond).cpu()
+        rewards = rollout.reward
+        if cfg.reward_scaling:
+            rewards = self.rewards.scale(rewards, rollout.n_steps, rollout.terminated | rollout.truncated, cfg.gamma)
+        adv, returns = compute_gae(rewards, values, next_values, rollout.n_steps, rollout.terminated,
+                                   rollout.truncated, cfg.gamma, cfg.gae_lambda)
+        adv, returns, values = adv.flatten(), returns.flatten(), values.flatten()
+        if cfg.normalize:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        store = {k: v.flatten(0, 1) for k, v in rollout.store.items()}
+        return Batch(rollout.cond.flatten(0, 1), store, adv.to(self.device), returns.to(self.device),
+                     values.to(self.device))
+
+    def iteration(self, collector: Collector, iteration: int) -> dict[str, Any]:
+        cfg = self.config
+        seed_everything(cfg.seed, iteration)
+        n_envs = cfg.rollout.n_envs
+        seeds = [(cfg.seed * 7919 + (iteration - 1) * n_envs + j) % 100_000 for j in range(n_envs)]  # train split
+        start = time.perf_counter()
+        rollout = collector.collect(cfg.rollout.n_decisions, seeds)
+        collected = time.perf_counter()
+        batch = self._batch(rollout)
+        warming_up = iteration <= cfg.update.critic_warmup_iterations
+        stats = ppo_update(self.algorithm, self.critic, batch, None if warming_up else self.actor_opt,
+                           self.critic_opt, cfg.update)
+        end = time.perf_counter()
+        episodes = rollout.episodes
+        row = {
+            "step": iteration, "env_steps": self.progress.env_steps + rollout.env_steps,
+            "return": _mean([e["return"] for e in episodes]), "episode_length": _mean([e["length"] for e in episodes]),
+            "success_rate": _mean([e["success"] for e in episodes]) if self.task.has_success else None,
+            "episodes": len(episodes), **stats, **self.algorithm.rollout_stats(rollout.store),
+            # policy time: everything in the rollout but the env calls (sampling, encoding, bookkeeping)
+            "env_steps_per_s": rollout.env_steps / (end - start), "env_time_s": rollout.env_time_s,
+            "policy_time_s": collected - start - rollout.env_time_s, "update_time_s": end - collected,
+        }
+        self.progress.env_steps = row["env_steps"]
+        return row
+
+    def evaluate(self, env) -> tuple[float, dict[str, Any]]:
+        from robopolicy.eval.protocol import EvalConfig, evaluate
+
+        cfg = self.config.eval
+        self.policy.eval()
+        result = evaluate(self.policy, env, EvalConfig(n_episodes=cfg.n_episodes, policy_seeds=[0], split="test",
+                                                        n_envs=cfg.n_envs, n_videos=0), self.task.has_success)
+        metric = result["success"]["rate"] if self.task.has_success else result["return"]["mean"]
+        return metric, {"eval_success": result.get("success", {}).get("rate"), "eval_return": result["return"]["mean"]}
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+
+    def fit(self) -> FinetuneResult:
+        from robopolicy.sim import make_vector_env
+
+        cfg, p = self.config, self.progress
+        horizons = {"n_obs_steps": self.policy.config.n_obs_steps, "n_action_steps": self.policy.config.n_action_steps}
+        env = make_vector_env(self.task, cfg.rollout.n_envs, asynchronous=cfg.rollout.asynchronous,
+                              same_step_autoreset=True, **horizons)
+        eval_env = make_vector_env(self.task, min(cfg.eval.n_envs, cfg.eval.n_episodes), **horizons)
+        collector = Collector(env, self.policy, self.algorithm)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        log = RunLog(self.out_dir, p.iteration, cfg.tensorboard, COLUMNS)
+        bar = tqdm(total=cfg.iterations, initial=p.iteration, desc=f"{cfg.algo} {cfg.task}", dynamic_ncols=True,
+                   disable=not cfg.progress)
+        session_start, elapsed_before = time.perf_counter(), p.elapsed_s
+        row: dict[str, Any] = {}
+        try:
+            for iteration in range(p.iteration + 1, cfg.iterations + 1):
+                row = self.iteration(collector, iteration)
+                p.iteration = iteration
+                names = []
+                if iteration % cfg.eval.every == 0 or iteration == cfg.iterations:
+                    metric, eval_row = self.evaluate(eval_env)
+                    row.update(eval_row)
+                    if p.best_metric is None or metric > p.best_metric:
+                        p.best_metric, p.best_iteration = metric, iteration
+                        names.append(BEST)
+                p.elapsed_s = row["elapsed_s"] = elapsed_before + time.perf_counter() - session_start
+                log.write(row)
+                bar.update(1)
+                bar.set_postfix({k: f"{row[k]:.3g}" for k in ("return", "success_rate", "eval_success")
+                                 if row.get(k) is not None})
+                if iteration % cfg.ckpt_every == 0:
+                    names.append(f"step_{iteration:06d}")
+                if iteration % cfg.ckpt_every == 0 or iteration == cfg.iterations:
+                    names.append(LATEST)
+                if names:
+                    self.save(*names)
+        finally:
+            bar.close()
+            log.close()
+            env.close()
+            eval_env.close()
+        return FinetuneResult(self.policy.eval(), self.out_dir, p, row)
+
+
+def finetune(config: FinetuneConfig, checkpoint: str, resume: bool | str = "auto") -> FinetuneResult:
+    """Fine-tune `checkpoint` (a policy checkpoint directory, or "scratch" for algorithms that can start from
+    nothing) on `config.task` with `config.algo`. resume: as `robopolicy train`'s ("auto": continue from
+    out_dir/checkpoints/latest when present; "never": start fresh, refusing an out_dir with checkpoints; a path)."""
+    resume_from = _checkpoint_to_resume(Path(config.out_dir) / "checkpoints", resume)
+    finetuner = Finetuner(config, checkpoint, resume_from)
+    write_json(finetuner.out_dir / "config.json", {"finetune": to_dict(config), "pretrained": checkpoint})
+    return finetuner.fit()

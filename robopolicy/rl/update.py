@@ -1,0 +1,89 @@
+"""The PPO update every algorithm shares: minibatches of update units over several epochs, the clipped
+surrogate with per-unit clip ranges and advantage weights, a value loss, gradient clipping, and a target-KL
+stop that ends the whole update (not just the epoch) once the approximate KL of a minibatch exceeds it.
+
+Units are (decision, unit index) pairs (`Algorithm.units_per_decision` per decision: DPPO's denoising steps),
+shuffled across the whole batch, so a minibatch mixes decisions and steps as DPPO's does.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robopolicy.rl.algorithm import Algorithm, Minibatch
+from robopolicy.rl.config import UpdateConfig
+
+
+@dataclass
+class Batch:
+    """Flattened decisions of one iteration, ready for the update."""
+
+    cond: torch.Tensor  # (D, C)
+    store: dict[str, torch.Tensor]  # (D, ...)
+    advantages: torch.Tensor  # (D,) normalized
+    returns: torch.Tensor  # (D,)
+    values: torch.Tensor  # (D,) the critic's values at collection time
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    """1 - Var(returns - values) / Var(returns): 1 for a perfect critic, <= 0 for one no better than a constant."""
+    var = returns.var()
+    return float("nan") if var == 0 else float(1 - (returns - values).var() / var)
+
+
+def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt: torch.optim.Optimizer | None,
+               critic_opt: torch.optim.Optimizer, cfg: UpdateConfig) -> dict[str, float]:
+    """Run the update in place and return its statistics. `actor_opt=None` trains the critic only (warm-up)."""
+    n_decisions, units = batch.advantages.shape[0], algorithm.units_per_decision
+    device = batch.advantages.device
+    actor_params = algorithm.parameters()
+    sums: dict[str, float] = defaultdict(float)
+    ratio_max, n_minibatches, stopped = 0.0, 0, False
+    for _ in range(cfg.epochs):
+        for idx in torch.randperm(n_decisions * units, device=device).split(cfg.minibatch_size):
+            dec, unit = idx // units, idx % units
+            cond = batch.cond[dec]
+            value_loss = 0.5 * (critic(cond) - batch.returns[dec]).pow(2).mean()
+            loss = cfg.value_coef * value_loss
+            if actor_opt is not None:
+                mb = Minibatch(cond, {k: v[dec] for k, v in batch.store.items()}, unit, batch.advantages[dec])
+                log_ratio = algorithm.log_ratio(mb)
+                ratio = log_ratio.exp()
+                adv = mb.advantages * algorithm.advantage_weight(unit)
+                clip = algorithm.clip_range(unit, cfg.clip)
+                policy_loss = torch.max(-adv * ratio, -adv * torch.minimum(torch.maximum(ratio, 1 - clip), 1 + clip))
+                extra, extra_stats = algorithm.extra_loss(mb)
+                loss = loss + policy_loss.mean() + extra
+                with torch.no_grad():
+                    approx_kl = float(((ratio - 1) - log_ratio).mean())
+                    if cfg.target_kl is not None and approx_kl > cfg.target_kl:
+                        stopped = True  # this minibatch's step would leave the trust region: apply none of it
+                        break
+                    sums["approx_kl"] += approx_kl
+                    sums["clip_fraction"] += float(((ratio - 1).abs() > clip).float().mean())
+                    sums["ratio_mean"] += float(ratio.mean())
+                    sums["policy_loss"] += float(policy_loss.mean())
+                    ratio_max = max(ratio_max, float(ratio.max()))
+                    for key, value in extra_stats.items():
+                        sums[key] += value
+            sums["value_loss"] += float(value_loss.detach())
+            if actor_opt is not None:
+                actor_opt.zero_grad(set_to_none=True)
+            critic_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if actor_opt is not None:
+                sums["actor_grad_norm"] += float(nn.utils.clip_grad_norm_(actor_params, cfg.max_grad_norm))
+                actor_opt.step()
+            nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
+            critic_opt.step()
+            n_minibatches += 1
+        if stopped:
+            break
+    stats = {k: v / max(n_minibatches, 1) for k, v in sums.items()}
+    stats.update(ratio_max=ratio_max, minibatches=n_minibatches, kl_stopped=float(stopped),
+                 explained_variance=explained_variance(batch.values, batch.returns))
+    return stats

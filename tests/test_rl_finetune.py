@@ -1,0 +1,204 @@
+"""RL fine-tuning machinery: GAE, the collector (no not-run transition in the batch), PPO ratios and the
+target-KL stop, DPPO iterations with K' = 1 and K' = K, exact resume, and bad input on the command line."""
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from robopolicy.cli import main
+from robopolicy.policy import Policy
+from robopolicy.rl.algorithm import AlgorithmContext, build_algorithm
+from robopolicy.rl.collector import Collector
+from robopolicy.rl.config import FinetuneConfig, load_finetune_config
+from robopolicy.rl.critic import Critic
+from robopolicy.rl.finetune import COLUMNS, TIMING_COLUMNS, Finetuner, finetune
+from robopolicy.rl.gae import compute_gae
+from robopolicy.rl.update import Batch, ppo_update
+from robopolicy.sim.wrappers import MultiStepWrapper
+from robopolicy.specs import ActionSpec, BackboneConfig, HeadConfig, ObsSpec, PolicyConfig
+from robopolicy.train.runlog import read_log
+
+ARENA = np.full(6, 0.25)
+
+
+def tiny_policy(head: str = "diffusion", action_dim: int = 2, steps: int = 3) -> Policy:
+    torch.manual_seed(0)
+    config = PolicyConfig(obs=[ObsSpec("state", (6,))], action=ActionSpec(action_dim), n_obs_steps=2, horizon=4,
+                          n_action_steps=4, backbone=BackboneConfig(kind="mlp", hidden_dims=[32, 32]),
+                          head=HeadConfig(head, {"inference_steps": steps} if head == "diffusion" else {}))
+    policy = Policy(config)
+    low = np.full(action_dim, -0.25)
+    policy.fit_normalizer({"state": {"min": -ARENA, "max": ARENA, "mean": 0 * ARENA, "std": ARENA},
+                           "action": {"min": low, "max": -low, "mean": 0 * low, "std": -low}})
+    return policy
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    return str(tiny_policy().save(tmp_path / "bc"))
+
+
+def tiny_config(tmp_path, **overrides) -> FinetuneConfig:
+    sets = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    return load_finetune_config(None, [
+        "iterations=2", "ckpt_every=1", "tensorboard=false", "progress=false", "rollout.n_envs=2",
+        "rollout.n_decisions=4", "update.epochs=2", "update.minibatch_size=8", "eval.every=2", "eval.n_episodes=2",
+        "eval.n_envs=2", "params.finetune_steps=3", *sets], task="push_puck", out_dir=str(tmp_path / "run"))
+
+
+# ---- advantages ---------------------------------------------------------------------------------------------
+
+
+def test_gae_matches_a_hand_computed_example_with_truncation_and_termination():
+    # one env, four decisions: chunk 0 (2 steps), chunk 1 truncated (time limit, 1 step), chunk 2 (2 steps),
+    # chunk 3 terminated (1 step)
+    g, lam = 0.9, 0.5
+    r = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    v = torch.tensor([[0.5], [0.6], [0.7], [0.8]])
+    nv = torch.tensor([[0.6], [10.0], [0.8], [99.0]])  # 10: the truncated episode's true final obs value
+    n = torch.tensor([[2], [1], [2], [1]])
+    term = torch.tensor([[False], [False], [False], [True]])
+    trunc = torch.tensor([[False], [True], [False], [False]])
+    adv, ret = compute_gae(r, v, nv, n, term, trunc, g, lam)
+    d3 = 4.0 - 0.8  # terminated: no bootstrap
+    d2 = 3.0 + g**2 * 0.8 - 0.7
+    d1 = 2.0 + g * 10.0 - 0.6  # truncated: bootstrapped from the final observation, recursion cut
+    d0 = 1.0 + g**2 * 0.6 - 0.5
+    a3, a2, a1 = d3, d2 + g**2 * lam * d3, d1
+    a0 = d0 + g**2 * lam * a1
+    torch.testing.assert_close(adv[:, 0], torch.tensor([a0, a1, a2, a3]))
+    torch.testing.assert_close(ret, adv + v)
+
+
+# ---- the collector ------------------------------------------------------------------------------------------
+
+
+class CountingEnv(gym.Env):
+    """Reward 1 per executed step, episodes of 5 steps (terminated) with a dict observation."""
+
+    observation_space = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (6,), np.float32)})
+    action_space = gym.spaces.Box(-0.25, 0.25, (2,), np.float32)
+    steps_taken = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return {"state": np.zeros(6, np.float32)}, {"is_success": False}
+
+    def step(self, action):
+        self.t += 1
+        CountingEnv.steps_taken += 1
+        return {"state": np.full(6, self.t / 10, np.float32)}, 1.0, self.t == 5, False, {"is_success": self.t == 5}
+
+
+def test_collector_batch_holds_only_chunks_that_ran():
+    policy = tiny_policy()
+    algorithm = build_algorithm("dppo", policy, {"finetune_steps": 2}, AlgorithmContext(4, torch.device("cpu")))
+    env = gym.vector.SyncVectorEnv([lambda: MultiStepWrapper(CountingEnv(), 2, 4)] * 2,
+                                   autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    CountingEnv.steps_taken = 0
+    rollout = Collector(env, algorithm.policy, algorithm).collect(6, seeds=[0, 1])
+    # chunks of 4 on 5-step episodes: 4, 1 (terminated), 4, 1, 4, 1 -- never a reset call with reward 0
+    assert rollout.n_steps[:, 0].tolist() == [4, 1, 4, 1, 4, 1]
+    torch.testing.assert_close(rollout.reward, rollout.n_steps.float())
+    assert rollout.terminated[:, 0].tolist() == [False, True] * 3
+    assert rollout.env_steps == CountingEnv.steps_taken == 2 * 15
+    assert [e["length"] for e in rollout.episodes] == [5] * 6 and all(e["success"] for e in rollout.episodes)
+    # the value target after a termination is the true final observation (t = 5), not the reset one (zeros)
+    final = algorithm.policy.encode({"state": torch.tensor(np.stack([np.full(6, 0.4), np.full(6, 0.5)]),
+                                                           dtype=torch.float32)[None]})
+    torch.testing.assert_close(rollout.next_cond[1, 0], final[0])
+
+
+# ---- the update ---------------------------------------------------------------------------------------------
+
+
+def _batch(algorithm, n: int = 16) -> Batch:
+    cond = torch.randn(n, algorithm.policy.encoder.out_dim)
+    decision = algorithm.act(cond)
+    return Batch(cond, decision.store, torch.randn(n), torch.randn(n), torch.zeros(n))
+
+
+@pytest.mark.parametrize(("algo", "params"), [("dppo", {"finetune_steps": 3}), ("ppo", {})])
+def test_ratios_are_one_before_the_first_update(algo, params):
+    policy = tiny_policy("regression" if algo == "ppo" else "diffusion")
+    algorithm = build_algorithm(algo, policy, params, AlgorithmContext(4, torch.device("cpu")))
+    batch = _batch(algorithm)
+    units = algorithm.units_per_decision
+    from robopolicy.rl.algorithm import Minibatch
+
+    idx = torch.arange(16 * units)
+    dec, unit = idx // units, idx % units
+    mb = Minibatch(batch.cond[dec], {k: v[dec] for k, v in batch.store.items()}, unit, batch.advantages[dec])
+    torch.testing.assert_close(algorithm.log_ratio(mb), torch.zeros(16 * units), atol=1e-5, rtol=0)
+
+
+def test_target_kl_stops_the_whole_update():
+    policy = tiny_policy()
+    algorithm = build_algorithm("dppo", policy, {"finetune_steps": 3, "log_prob_reduce": "sum",
+                                                 "log_prob_clamp": None}, AlgorithmContext(4, torch.device("cpu")))
+    batch = _batch(algorithm)
+    critic = Critic(algorithm.policy.encoder.out_dim, [16])
+    cfg = load_finetune_config(None, ["update.epochs=50", "update.minibatch_size=4", "update.actor_lr=0.05",
+                                      "update.target_kl=0.01"], task="push_puck").update
+    actor_opt = torch.optim.Adam(algorithm.parameters(), lr=cfg.actor_lr)
+    stats = ppo_update(algorithm, critic, batch, actor_opt, torch.optim.Adam(critic.parameters()), cfg)
+    assert stats["kl_stopped"] == 1.0 and 1 <= stats["minibatches"] < 50 * 12
+
+
+# ---- whole iterations, checkpoints, resume ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("finetune_steps", [1, 3])
+def test_one_dppo_iteration_with_k_prime_one_and_k(tmp_path, checkpoint, finetune_steps):
+    config = tiny_config(tmp_path, iterations=1, **{"params.finetune_steps": finetune_steps, "eval.every": 1})
+    result = finetune(config, checkpoint)
+    row = read_log(result.out_dir / "log.csv")[-1]
+    assert row["env_steps"] == 2 * 4 * 4 and row["minibatches"] > 0 and np.isfinite(row["approx_kl"])
+    assert row["eval_success"] is not None
+    loaded = Policy.load(result.checkpoints / "latest")  # an ordinary policy checkpoint
+    assert loaded.config.head.name == "finetuned" and loaded.head.params.finetune_steps == finetune_steps
+    assert main(["eval", str(result.checkpoints / "best"), "--task", "push_puck", "--episodes", "2", "--seeds", "1",
+                 "--n-envs", "2", "--videos", "0", "--out", str(tmp_path / "eval")]) == 0
+
+
+def test_resume_continues_bit_for_bit(tmp_path, checkpoint):
+    straight = finetune(tiny_config(tmp_path / "a", iterations=3), checkpoint)
+    finetune(tiny_config(tmp_path / "b", iterations=2), checkpoint)
+    resumed = finetune(tiny_config(tmp_path / "b", iterations=3), checkpoint)  # continues from latest (2)
+    rows_a, rows_b = read_log(straight.out_dir / "log.csv"), read_log(resumed.out_dir / "log.csv")
+    assert [r["step"] for r in rows_b] == [1, 2, 3]
+    for a, b in zip(rows_a, rows_b):
+        assert {k: v for k, v in a.items() if k not in TIMING_COLUMNS} == \
+            {k: v for k, v in b.items() if k not in TIMING_COLUMNS}
+    for (name, x), (_, y) in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().items()):
+        assert torch.equal(x, y), name
+    assert set(COLUMNS) >= {"clip_fraction", "approx_kl", "explained_variance", "ratio_max", "chain_std"}
+
+
+def test_gaussian_ppo_from_scratch_runs(tmp_path):
+    config = tiny_config(tmp_path, iterations=1, algo="ppo",
+                         **{"params.hidden_dims": [32], "params.stats_episodes": 1, "params.finetune_steps": 1})
+    finetuner = Finetuner(config, "scratch")
+    assert finetuner.policy.config.head.params["base"]["name"] == "regression"
+    result = finetuner.fit()
+    assert read_log(result.out_dir / "log.csv")[-1]["env_steps"] == 2 * 4 * 8  # the task's 8-step chunks
+
+
+# ---- bad input ----------------------------------------------------------------------------------------------
+
+
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, checkpoint, capsys):
+    def run(ckpt: str, *extra: str) -> str:
+        assert main(["finetune", ckpt, "--task", "push_puck", "--out", str(tmp_path / "bad"), *extra]) == 2
+        return capsys.readouterr().err
+
+    assert "no denoising chain" in run(str(tiny_policy("regression").save(tmp_path / "reg")))
+    assert "action space" in run(str(tiny_policy(action_dim=3).save(tmp_path / "a3")))
+    assert "finetune_steps" in run(checkpoint, "--set", "params.finetune_steps=4")  # K = 3
+    assert "algo" in run(checkpoint, "--algo", "nope")
+    (tmp_path / "bc" / "model.safetensors").write_bytes(b"not a safetensors file")
+    assert "corrupt" in run(checkpoint)
