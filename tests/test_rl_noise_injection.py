@@ -91,7 +91,7 @@ def test_ratio_is_one_before_an_update_and_the_noise_is_trained(name: str) -> No
     assert algo.policy.head.name == "noise_injected"
     cond = torch.randn(5, pol.head.cond_dim)
     decision = algo.act(cond)
-    assert decision.store["latents"].shape == (5, 3, 4, 2)
+    assert decision.store["latents"].shape == (5, 3, 4, 2) and decision.store["log_prob"].shape == (5,)
     log_ratio = algo.log_ratio(Minibatch(cond, decision.store, torch.zeros(5, dtype=torch.long), torch.ones(5)))
     torch.testing.assert_close(log_ratio, torch.zeros(5), atol=1e-4, rtol=0)
     log_ratio.sum().backward()
