@@ -17,20 +17,21 @@ update (minibatches, epochs, clipping, target-KL stop, critic warm-up) optimizes
 5. how the result is deployed (`policy`): a `Policy` whose `predict_action`, `compile` and AOT run the
    fine-tuned sampler; it is what checkpoints hold, so `robopolicy eval` and `Policy.load` read them unchanged.
 
-Algorithms are registered by name in `ALGORITHMS` (module path + one-line summary, imported on first use, so
-`robopolicy finetune --help` lists them without importing torch). Adding one = one module + one line here.
+Algorithms are registered by name in `robopolicy.rl.registry.ALGORITHMS` (module path + one-line summary,
+imported on first use, so `robopolicy finetune --help` lists them without importing torch). Adding one = one
+module + one line there.
 This interface is kept stable: extend it with defaulted methods, never change existing signatures.
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from robopolicy.rl import registry
 from robopolicy.specs import ConfigError, from_dict
 
 if TYPE_CHECKING:
@@ -128,37 +129,10 @@ class Algorithm(ABC):
         return {}
 
 
-@dataclass(frozen=True)
-class AlgorithmEntry:
-    target: str  # "module:Class"
-    summary: str  # one line for --help
-
-
-ALGORITHMS: dict[str, AlgorithmEntry] = {
-    "dppo": AlgorithmEntry("robopolicy.rl.dppo:DPPO",
-                           "DPPO: PPO over the last K' denoising steps of a diffusion (or any chain) head"),
-    "ppo": AlgorithmEntry("robopolicy.rl.gaussian:GaussianPPO",
-                          "Gaussian PPO on action chunks (regression head + learned std); the baseline"),
-    "fpo": AlgorithmEntry("robopolicy.rl.fpo:FPO",
-                          "FPO/FPO++: ratio exp(L_old - L_new) from stored flow-matching losses (flow head), "
-                          "or from the energy's likelihood estimate (energy head)"),
-    "reinflow": AlgorithmEntry("robopolicy.rl.noise_injection:ReinFlow",
-                               "ReinFlow-style: a learned noise std makes a 1-4-step flow or consistency sampler a "
-                               "Gaussian chain with exact log-probs, fine-tuned with PPO"),
-}
-
-
 def algorithm_class(name: str) -> type[Algorithm]:
-    if name not in ALGORITHMS:
-        raise ConfigError(f"algo: expected one of {sorted(ALGORITHMS)}, got {name!r}")
-    module, cls = ALGORITHMS[name].target.split(":")
-    return getattr(importlib.import_module(module), cls)
+    """The class registered as `name` in `robopolicy.rl.registry.ALGORITHMS` (imported on first use)."""
+    return registry.algorithm_class(name)
 
 
 def build_algorithm(name: str, policy: Policy, params: dict[str, Any], context: AlgorithmContext) -> Algorithm:
     return algorithm_class(name)(policy, params, context)
-
-
-def describe_algorithms() -> str:
-    """One line per registered algorithm, for --help."""
-    return "\n".join(f"  {name:6s} {entry.summary}" for name, entry in sorted(ALGORITHMS.items()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from robopolicy.rl.algorithm import describe_algorithms
+from robopolicy.rl.registry import describe_algorithms
 
 EPILOG = """\
 algorithms (--algo):
