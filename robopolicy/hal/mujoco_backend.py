@@ -143,6 +143,13 @@ class MujocoBackend(Backend):
 
     # ------------------------------------------------------------------ I/O
     def _read(self) -> Observation:
+        images: dict[str, np.ndarray] = {}
+        extras: dict[str, np.ndarray] = {}
+        stamps: dict[str, float] = {}
+        if self.env is None:  # frames first (slow on a CPU), so the joint state below is the freshest field
+            for cam in self.spec.cameras:
+                images[cam.name] = self._render(cam.name, cam.height, cam.width)
+                stamps[f"images/{cam.name}"] = clock()
         t = clock()
         d = self.data
         position = d.qpos[self._qadr].copy()
@@ -151,9 +158,7 @@ class MujocoBackend(Backend):
         ee_world = d.site_xpos[self._ee] if self.spec.ee_kind == "site" else d.xpos[self._ee]
         rot = d.xmat[self._base].reshape(3, 3)
         ee = rot.T @ (ee_world - d.xpos[self._base])
-        stamps = {"position": t, "velocity": t, "torque": t, "ee_position": t}
-        images: dict[str, np.ndarray] = {}
-        extras: dict[str, np.ndarray] = {}
+        stamps.update(position=t, velocity=t, torque=t, ee_position=t)
         if self.env is not None:
             for key, value in self._task_obs.items():  # camera keys are <camera>_image in every task file
                 if value.dtype == np.uint8 and value.ndim == 3:
@@ -162,10 +167,6 @@ class MujocoBackend(Backend):
                 else:
                     extras[key] = value
                     stamps[f"extras/{key}"] = t
-        else:
-            for cam in self.spec.cameras:
-                images[cam.name] = self._render(cam.name, cam.height, cam.width)
-                stamps[f"images/{cam.name}"] = clock()
         return Observation(position, velocity, torque, t, self.next_seq(), ee_position=ee, images=images,
                            extras=extras, stamps=stamps)
 

@@ -1,0 +1,125 @@
+"""A robot behind the Backend API, presented to the evaluation protocol (``robopolicy.eval.protocol``) as a
+one-environment vector env: observation histories in, action chunks out, the same episodes and report as in
+simulation. Only the backend differs.
+
+Commands go through ``robot.send(action, t_target)``: the shield's :class:`~robopolicy.hal.shield.hardware.
+ShieldedBackend` for joint-space robots. A task scene commanded in the task's own end-effector deltas (which the
+shield does not take yet) goes through :class:`TaskActionBounds`, which bounds each action to the task's action
+space and counts what it clipped; it is a stand-in with no joint, rate or workspace limits of its own.
+Resetting needs a simulated scene (``reset_scene``); a real robot's resets are the operator's
+(``robopolicy.eval.hardware``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Protocol
+
+import numpy as np
+
+from robopolicy.hal.backend import Backend, Command, FaultError, HalError, Observation, State, clock
+from robopolicy.hal.recorder import observation_arrays
+from robopolicy.hal.shield.pipeline import ShieldFault
+
+
+class Robot(Protocol):
+    backend: Backend
+
+    def read(self) -> Observation: ...
+
+    def send(self, action: np.ndarray, t_target: float | None = None) -> tuple[Any, Command]: ...
+
+
+class TaskActionBounds:
+    """The command path for a task scene in the task's action space: clip to ``[low, high]``, then write."""
+
+    def __init__(self, backend: Backend, low: np.ndarray, high: np.ndarray) -> None:
+        self.backend, self.low, self.high = backend, np.asarray(low, np.float64), np.asarray(high, np.float64)
+        self.steps = self.clipped = 0
+
+    def read(self) -> Observation:
+        return self.backend.read()
+
+    def send(self, action: np.ndarray, t_target: float | None = None) -> tuple[bool, Command]:
+        action = np.asarray(action, np.float64)
+        bounded = np.clip(action, self.low, self.high)
+        clipped = bool(np.any(bounded != action))
+        self.steps += 1
+        self.clipped += clipped
+        return clipped, self.backend.write(bounded, t_target)
+
+
+def _scene(backend: Backend):
+    """The simulated scene behind ``backend`` (the backend itself or the one a readonly wrapper holds)."""
+    scene = getattr(backend, "inner", backend)
+    if not hasattr(scene, "reset_scene"):
+        raise HalError(f"{backend.name} backend has no simulated scene to reset; on a robot, evaluate with an "
+                       "operator (robopolicy eval --hardware)")
+    return scene
+
+
+class BackendVectorEnv:
+    """``num_envs = 1``; observations under ``robopolicy.hal.recorder.observation_arrays``' keys (a task
+    scene's own keys among them), batched and stacked over ``n_obs_steps``. A fault ends the episode as
+    truncated, with ``info["fault"]``; the next reset recovers the simulated scene and arms again. Scenes
+    without a time limit of their own (the bare robot) end after ``max_episode_steps``."""
+
+    num_envs = 1
+
+    def __init__(self, robot: Robot, n_obs_steps: int, n_action_steps: int,
+                 max_episode_steps: int | None = None) -> None:
+        self.robot, self.backend = robot, robot.backend
+        self.scene = _scene(robot.backend)
+        self.n_obs_steps, self.n_action_steps = n_obs_steps, n_action_steps
+        self.max_episode_steps = max_episode_steps
+        self._t = 0
+        self._history: deque[dict[str, np.ndarray]] = deque(maxlen=n_obs_steps)
+        self.faults: list[str] = []
+
+    def _stacked(self) -> dict[str, np.ndarray]:
+        return {k: np.stack([h[k] for h in self._history])[None] for k in self._history[-1]}
+
+    def reset(self, *, seed: list[int]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if self.backend.state is State.FAULTED:
+            self.backend.recover()
+        if self.backend.state is State.RUNNING:
+            self.backend.hold()
+        if self.backend.state is State.CONNECTED:
+            self.backend.arm()
+        self.scene.reset_scene(seed[0])
+        start = getattr(self.robot, "start", None)  # the shield restarts from the measured state
+        obs = start() if start is not None else self.robot.read()
+        self._history.clear()
+        self._history.extend([observation_arrays(obs)] * self.n_obs_steps)
+        self._t = 0
+        return self._stacked(), {"is_success": np.zeros(1, bool)}
+
+    def step(self, actions: np.ndarray):
+        actions = np.asarray(actions)
+        if actions.shape[:2] != (1, self.n_action_steps):
+            raise ValueError(f"expected actions of shape (1, {self.n_action_steps}, dim), got {actions.shape}")
+        total, success, terminated, truncated, n_steps = 0.0, False, False, False, 0
+        info: dict[str, Any] = {}
+        for action in actions[0]:
+            try:
+                self.robot.send(action, clock())
+                self._history.append(observation_arrays(self.robot.read()))
+            except (FaultError, HalError, ShieldFault) as exc:  # the arm is held; the episode is over
+                self.faults.append(str(exc))
+                info["fault"] = str(exc)
+                truncated = True
+                break
+            last = self.scene.last_step
+            n_steps += 1
+            self._t += 1
+            total += last.reward
+            success |= bool((last.info or {}).get("is_success", False))
+            terminated = last.terminated
+            truncated = last.truncated or (self.max_episode_steps is not None and self._t >= self.max_episode_steps)
+            if terminated or truncated:
+                break
+        info.update(is_success=np.array([success]), n_steps=np.array([n_steps]))
+        return (self._stacked(), np.array([total]), np.array([terminated]), np.array([truncated]), info)
+
+    def close(self) -> None:
+        self.backend.close()
