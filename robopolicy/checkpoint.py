@@ -125,14 +125,11 @@ def _checked_state(path: Path, policy: torch.nn.Module, tensors: Mapping[str, to
     return state
 
 
-def load_policy(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True):
-    """Rebuild a Policy from a checkpoint directory; EMA weights are used when present and `use_ema`."""
-    from robopolicy.policy import Policy
-
+def load_state(path: str | Path, module: torch.nn.Module, use_ema: bool = True) -> dict[str, torch.Tensor]:
+    """The checkpoint's state dict for `module` (EMA weights where saved and `use_ema`), checked against it.
+    Load it with ``strict=False``: aliases of shared tensors are stored once."""
     path = Path(path)
-    policy = Policy(read_policy_config(path))
-    policy.load_state_dict(_checked_state(path, policy, _load_tensors(path / MODEL_FILE), use_ema), strict=False)
-    return policy.to(device).eval()
+    return _checked_state(path, module, _load_tensors(path / MODEL_FILE), use_ema)
 
 
 def load_weights(path: str | Path, policy: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from robopolicy.aot import PolicySnapshot
+from robopolicy.checkpoint import load_state, read_policy_config, save_checkpoint
 from robopolicy.heads import Chain, build_head
 from robopolicy.heads.base import randn
 from robopolicy.nn.encoder import ObsEncoder
@@ -52,6 +54,8 @@ def _tracing_autograd(compiled):
 
 
 class Policy(nn.Module):
+    _device_anchor: torch.Tensor  # buffer
+
     def __init__(self, config: PolicyConfig) -> None:
         super().__init__()
         self.config = config
@@ -64,8 +68,9 @@ class Policy(nn.Module):
         self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
         self._frame_features: deque[torch.Tensor] = deque(maxlen=config.n_obs_steps)
         self._action_queue: deque[torch.Tensor] = deque()
-        self._compiled_act = None  # set by compile(): sampling + unnormalization
-        self._compiled_predict = None  # set by compile() for camera-free policies: all of predict_action
+        self._compiled_act: Callable[..., torch.Tensor] | None = None  # set by compile(): sampling + unnormalization
+        # set by compile() for camera-free policies: all of predict_action
+        self._compiled_predict: Callable[..., torch.Tensor] | None = None
         self._snapshot: PolicySnapshot | None = None  # set by compile(ahead_of_time=True)
 
     @property
@@ -187,8 +192,9 @@ class Policy(nn.Module):
     def _act_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
         return self.unnormalize_action(self.head.sample_from_noise(cond, noise, steps))
 
-    def compile(self, ahead_of_time: bool = False, cache_dir: str | Path | None = None,
-                **compile_kwargs) -> Policy:  # type: ignore[override]
+    # returns the policy, unlike nn.Module.compile (which returns None), so that `Policy(...).compile()` chains
+    def compile(self, ahead_of_time: bool = False, cache_dir: str | Path | None = None,  # type: ignore[override]
+                **compile_kwargs: Any) -> Policy:
         """Compile inference for deployment; returns self, in eval mode. Actions stay those of eager inference for
         the same `generator` or the same global seed. The first call per (batch size, steps) compiles.
 
@@ -235,8 +241,10 @@ class Policy(nn.Module):
         # are skipped, while a bound method's `self` keeps ~20 us per call of attribute guards
         policy = self
         if not differentiates:
-            self._compiled_act = torch.compile(
-                lambda cond, noise, steps: policy._act_from_noise(cond, noise, steps), **options)
+            def act(cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
+                return policy._act_from_noise(cond, noise, steps)
+
+            self._compiled_act = torch.compile(act, **options)
         if compilable_predict:
             # fallback_random makes inductor draw with torch's own generator, so compiled and eager actions agree
             # under the same torch.manual_seed
@@ -246,7 +254,7 @@ class Policy(nn.Module):
             self._compiled_predict = _tracing_autograd(predict) if differentiates else predict
         return self
 
-    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Policy:
         """Device and dtype conversions (`.to()`, `.double()`, ...) replace the tensors a snapshot was compiled
         from; drop it rather than run stale weights on the old device."""
         if self._snapshot is not None:
@@ -290,12 +298,15 @@ class Policy(nn.Module):
     # ---- persistence ----------------------------------------------------------------------------------------
 
     def save(self, path: str | Path, ema_state: Mapping[str, torch.Tensor] | None = None) -> Path:
-        from robopolicy.checkpoint import save_checkpoint
-
         return save_checkpoint(path, self, ema_state=ema_state)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> Policy:
-        from robopolicy.checkpoint import load_policy
-
         return load_policy(path, device=device, use_ema=use_ema)
+
+
+def load_policy(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> Policy:
+    """Rebuild a Policy from a checkpoint directory; EMA weights are used when present and `use_ema`."""
+    policy = Policy(read_policy_config(path))
+    policy.load_state_dict(load_state(path, policy, use_ema), strict=False)
+    return policy.to(device).eval()

@@ -239,7 +239,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if origin is Literal:
         _require(value in args, path, f"one of {list(args)}", value)
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         _require(isinstance(value, dict), path, "a table/object", value)
         return from_dict(tp, value, path)
     if origin in (list, tuple):

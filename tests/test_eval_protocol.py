@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from robopolicy.eval.protocol import EvalConfig, evaluate
-from robopolicy.eval.run import evaluate_checkpoint, load_policy
+from robopolicy.eval.run import evaluate_checkpoint, load_eval_policy
 from robopolicy.policy import Policy
 from robopolicy.sim import make_vector_env
 from robopolicy.sim.experts import make_expert
@@ -89,7 +89,7 @@ def test_a_checkpoint_evaluates_the_same_compiled_ahead_of_time(tmp_path):
     assert latency["first_call"] > 100 * latency["per_call_p95"]  # compiling, kept out of the per-call figures
     assert len(list((tmp_path / "aot").glob("PredictFromNoise-b2-s2-*.pt2"))) == 1
     # the evaluated policy acts as the eager one does (whole episodes are chaotic: contacts amplify 1e-7 differences)
-    eager, aot = (load_policy(str(tmp_path / "ckpt"), task, compile_mode=m, aot_cache=str(tmp_path / "aot"))
+    eager, aot = (load_eval_policy(str(tmp_path / "ckpt"), task, compile_mode=m, aot_cache=str(tmp_path / "aot"))
                   for m in ("none", "aot"))
     env = make_vector_env(task, 2, n_obs_steps=h.n_obs_steps, n_action_steps=h.n_action_steps)
     obs, _ = env.reset(seed=config.env_seeds)

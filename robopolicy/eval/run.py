@@ -16,8 +16,8 @@ EXPERT = "expert"
 COMPILE_MODES = ("none", "torch", "aot")
 
 
-def load_policy(checkpoint: str, task, device: str = "cpu", compile_mode: str = "none",
-                aot_cache: str | None = None, **expert_kwargs: Any) -> ChunkPolicy:
+def load_eval_policy(checkpoint: str, task, device: str = "cpu", compile_mode: str = "none",
+                     aot_cache: str | None = None, **expert_kwargs: Any) -> ChunkPolicy:
     """``expert`` names the task's scripted expert; anything else is a ``Policy`` checkpoint directory.
 
     ``compile_mode``: "torch" (``Policy.compile()``) or "aot" (``Policy.compile(ahead_of_time=True)``, packages kept
@@ -53,7 +53,7 @@ def evaluate_checkpoint(
     from robopolicy.task import load_task
 
     task = load_task(task_name)
-    policy = load_policy(checkpoint, task, device, compile_mode, aot_cache, **expert_kwargs)
+    policy = load_eval_policy(checkpoint, task, device, compile_mode, aot_cache, **expert_kwargs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = make_vector_env(

@@ -1,36 +1,24 @@
-"""Policy heads. Add a head by writing one module with a `Head` subclass and decorating it with `register_head`."""
+"""Policy heads. Add a head by writing one module with a `Head` subclass and listing it in `heads/registry.py`
+(a pretrained head) or in `HEADS` below (a head that wraps a pretrained one)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from robopolicy.heads.base import Chain, Head
-from robopolicy.specs import BackboneConfig, ConfigError
+from robopolicy.heads.finetuned import FinetunedHead
+from robopolicy.heads.noise_injected import NoiseInjectedHead
+from robopolicy.heads.registry import PRETRAINED_HEADS, build_from
+from robopolicy.specs import BackboneConfig
 
-HEADS: dict[str, type[Head]] = {}
-
-
-def register_head(cls: type[Head]) -> type[Head]:
-    HEADS[cls.name] = cls
-    return cls
+HEADS: dict[str, type[Head]] = {**PRETRAINED_HEADS, FinetunedHead.name: FinetunedHead,
+                                NoiseInjectedHead.name: NoiseInjectedHead}
 
 
 def build_head(name: str, params: dict[str, Any], action_dim: int, horizon: int, cond_dim: int,
                backbone: BackboneConfig) -> Head:
-    if name not in HEADS:
-        raise ConfigError(f"head.name: expected one of {sorted(HEADS)}, got {name!r}")
-    return HEADS[name](params, action_dim, horizon, cond_dim, backbone)
+    """Any registered head by name; an unknown name is a ConfigError listing the known ones."""
+    return build_from(HEADS, name, params, action_dim, horizon, cond_dim, backbone)
 
 
-# Registration happens on import; keep this list in sync with the head modules.
-from robopolicy.heads import (  # noqa: E402,F401
-    consistency,
-    diffusion,
-    energy,
-    finetuned,
-    flow,
-    noise_injected,
-    regression,  # noqa: E402,F401
-)
-
-__all__ = ["Chain", "Head", "HEADS", "build_head", "register_head"]
+__all__ = ["Chain", "Head", "HEADS", "build_head"]

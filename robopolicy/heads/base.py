@@ -91,6 +91,7 @@ class Head(nn.Module, ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type]
+    params: Any  # an instance of `Params`; subclasses narrow the annotation
 
     def __init__(self, params: dict[str, Any], action_dim: int, horizon: int, cond_dim: int,
                  backbone: BackboneConfig) -> None:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, cast
 
 import torch
 
-from robopolicy.heads import register_head
 from robopolicy.heads.base import Head, axpby, check_params, randn
 
 
@@ -61,17 +60,23 @@ class ConsistencyParams:
         check_params(self, checks)
 
 
-@register_head
+class Teacher(Protocol):
+    """What distillation needs from a trained head (diffusion and flow heads have it)."""
+
+    def predict_clean(self, x_sigma: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor: ...
+
+
 class ConsistencyHead(Head):
     name = "consistency"
     Params = ConsistencyParams
     params: ConsistencyParams
+    ct_step: torch.Tensor  # buffer
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # Training updates seen so far; drives the iCT curriculum and is saved so a resumed run continues it.
         self.register_buffer("ct_step", torch.zeros((), dtype=torch.long))
-        self._teacher: list[Head] = []  # a plain list, so the teacher is neither a submodule nor checkpointed
+        self._teacher: list[Teacher] = []  # a plain list, so the teacher is neither a submodule nor checkpointed
         self._sigma_lists: dict[int, list[float]] = {}
 
     def set_teacher(self, teacher: Head) -> None:
@@ -79,10 +84,10 @@ class ConsistencyHead(Head):
         if not callable(getattr(teacher, "predict_clean", None)):
             raise TypeError(f"teacher head {type(teacher).__name__} has no predict_clean(x_sigma, sigma, cond)")
         teacher.eval().requires_grad_(False)
-        self._teacher[:] = [teacher]
+        self._teacher[:] = [cast(Teacher, teacher)]  # predict_clean checked above
 
     @property
-    def teacher(self) -> Head | None:
+    def teacher(self) -> Teacher | None:
         return self._teacher[0] if self._teacher else None
 
     # ---- the consistency function ---------------------------------------------------------------------------

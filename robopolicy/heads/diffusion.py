@@ -11,9 +11,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 
-from robopolicy.heads import register_head
+# the defining module: diffusers' lazy top-level package types DDPMScheduler as an attribute-less stub
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+
 from robopolicy.heads.base import Head, axpby, check_params, randn
 
 
@@ -43,11 +44,11 @@ class DiffusionParams:
         ])
 
 
-@register_head
 class DiffusionHead(Head):
     name = "diffusion"
     Params = DiffusionParams
     params: DiffusionParams
+    alphas_cumprod: torch.Tensor  # buffer
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -86,7 +87,7 @@ class DiffusionHead(Head):
             x, std = self._reverse_step(x, self.net(x, float(ts[k]), cond), acp[k], acp[k + 1],
                                         self.params.sampler, self.params.eta)
             if k + 1 < steps and std > 0:
-                x = torch.add(x, noise[:, k + 1], alpha=std)
+                x = torch.add(x, noise[:, k + 1], alpha=float(std))
         return x
 
     # ---- RL hooks ---------------------------------------------------------------------------------------------
@@ -131,7 +132,7 @@ class DiffusionHead(Head):
         a_t, a_prev = acp_table[k].view(-1, 1, 1), acp_table[k + 1].view(-1, 1, 1)
         mean, std = self._reverse_step(x, self.net(x, t, cond), a_t, a_prev, self.params.chain_sampler,
                                        self.params.chain_eta)
-        return mean, std.clamp(min=self.params.min_std).expand_as(mean)
+        return mean, torch.as_tensor(std).clamp(min=self.params.min_std).expand_as(mean)
 
     def predict_clean(self, x_sigma: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Clean-action estimate for x = a + sigma * z (EDM convention), used as a distillation teacher.

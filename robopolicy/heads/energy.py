@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robopolicy.heads import register_head
 from robopolicy.heads.base import Head, check_params, randn, uniform
 
 
@@ -66,7 +65,6 @@ class EnergyParams:
         check_params(self, checks)
 
 
-@register_head
 class EnergyHead(Head):
     name = "energy"
     Params = EnergyParams
@@ -164,7 +162,7 @@ class EnergyHead(Head):
     def _langevin_step(self, x: torch.Tensor, cond: torch.Tensor, k: int, steps: int,
                        generator: torch.Generator | None) -> torch.Tensor:
         x = torch.add(x, self.energy_grad(x, cond, create_graph=False), alpha=-self.params.langevin_step_size)
-        return torch.add(x, randn(tuple(x.shape), generator, x), alpha=self._noise(k, steps)).clamp_(-1, 1)
+        return torch.add(x, randn(tuple(x.shape), generator, x), alpha=float(self._noise(k, steps))).clamp_(-1, 1)
 
     def sample_with_energy(self, cond: torch.Tensor, steps: int | None = None,
                            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,6 @@ from typing import Literal
 
 import torch
 
-from robopolicy.heads import register_head
 from robopolicy.heads.base import Head, check_params, randn
 
 
@@ -36,7 +35,6 @@ class FlowParams:
                             ("initial_noise_scale", self.initial_noise_scale >= 0, ">= 0")])
 
 
-@register_head
 class FlowHead(Head):
     name = "flow"
     Params = FlowParams

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from robopolicy.heads import build_head, register_head
 from robopolicy.heads.base import Head, check_params
+from robopolicy.heads.registry import build_pretrained_head
 from robopolicy.nn.encoder import mlp
 from robopolicy.specs import BackboneConfig, ConfigError, HeadConfig, from_dict
 
@@ -81,7 +81,6 @@ class NoiseInjectedParams:
         ])
 
 
-@register_head
 class NoiseInjectedHead(Head):
     name = "noise_injected"
     Params = NoiseInjectedParams
@@ -93,7 +92,7 @@ class NoiseInjectedHead(Head):
         self.params = from_dict(NoiseInjectedParams, params, "head.params")
         self.action_dim, self.horizon, self.cond_dim = action_dim, horizon, cond_dim
         p = self.params
-        self.base = build_head(p.base.name, p.base.params, action_dim, horizon, cond_dim, backbone)
+        self.base = build_pretrained_head(p.base.name, p.base.params, action_dim, horizon, cond_dim, backbone)
         if not callable(getattr(self.base, "sampler_transition", None)):
             raise ConfigError(f"head.params.base: noise injection needs a head whose sampler steps are Gaussian "
                               f"(flow, consistency), got {p.base.name!r}")
@@ -105,8 +104,8 @@ class NoiseInjectedHead(Head):
         """The head config of `head_config`'s head with noise injection `settings` (NoiseInjectedParams fields)."""
         return HeadConfig(cls.name, {"base": {"name": head_config.name, "params": head_config.params}, **settings})
 
-    @property
-    def net(self) -> nn.Module:
+    @property  # read-only here: the wrapped head owns the network this names
+    def net(self) -> nn.Module:  # type: ignore[override]
         """The wrapped head's network (ahead-of-time compilation of UNet heads compiles this one call)."""
         return self.base.net
 
@@ -142,6 +141,6 @@ class NoiseInjectedHead(Head):
         if steps != self.params.steps:
             raise ValueError(f"the noise-injected chain has {self.params.steps} steps, got steps={steps}")
         k = torch.as_tensor(k, device=x.device).expand(x.shape[0])
-        mean, base = self.base.sampler_transition(cond, x, k, steps)  # type: ignore[attr-defined]
+        mean, base = self.base.sampler_transition(cond, x, k, steps)  # type: ignore[operator]  # checked in __init__
         sigma = self.noise(cond, k)
         return mean, (base * base + sigma * sigma).sqrt()

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from robopolicy.heads import register_head
 from robopolicy.heads.base import Head, check_params
 
 
@@ -23,7 +22,6 @@ class RegressionParams:
         check_params(self, [("min_std", self.min_std > 0, "> 0")])
 
 
-@register_head
 class RegressionHead(Head):
     name = "regression"
     Params = RegressionParams

@@ -31,14 +31,13 @@ from tqdm.auto import tqdm
 from robopolicy.atomic import atomic_output, write_json
 from robopolicy.checkpoint import (
     CheckpointError,
-    load_policy,
     load_train_state,
     load_weights,
     read_policy_config,
     save_checkpoint,
 )
 from robopolicy.distill import distill_policy
-from robopolicy.policy import Policy
+from robopolicy.policy import Policy, load_policy
 from robopolicy.specs import ConfigError, PolicyConfig, RunConfig, to_dict
 from robopolicy.train import distributed, state
 from robopolicy.train.data import StepBatchSampler, build_datasets, check_dataset, train_loader, val_loader
