@@ -65,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="control steps to run (default: --duration)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")
     p.add_argument("--out", default="runs/deploy", help="report folder (default runs/deploy)")
+    p.add_argument("--device", default="cpu", help="torch device for the policy (default cpu)")
     add_shield_arguments(p)
     add_executor_arguments(p)
     p.set_defaults(func=_deploy)

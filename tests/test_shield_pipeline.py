@@ -174,7 +174,7 @@ def test_interventions_are_logged_and_counted_per_episode() -> None:
     shield = build_shield(PANDA, ShieldOptions.joint_only())
     shield.reset(HOME)
     shield(HOME)  # already safe: no intervention
-    step = shield(HOME + 0.1)  # within the velocity limit's step, beyond what one period's acceleration allows
+    step = shield(HOME + 0.05)  # within the velocity limit's step, beyond what one period's acceleration allows
     assert [i.stage for i in step.interventions] == ["acceleration"]
     shield([np.nan] * 7)
     counts = shield.counts.to_dict()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from robopolicy.specs import ConfigError
+
 
 def _eval(args: argparse.Namespace) -> int:
     from robopolicy.eval.protocol import EvalConfig  # torch and the simulators load only when evaluating
@@ -14,6 +16,10 @@ def _eval(args: argparse.Namespace) -> int:
         n_episodes=args.episodes, policy_seeds=list(range(args.seeds)), split=args.split, n_envs=args.n_envs,
         n_videos=args.videos,
     )
+    if args.hardware:
+        return _eval_hardware(args, config)
+    if not args.task:
+        raise ConfigError("eval: pass --task NAME (simulation) or --hardware FILE (a robot)")
     expert_kwargs = {"noise": args.expert_noise} if args.checkpoint == "expert" else {}
     result = evaluate_checkpoint(
         args.checkpoint, args.task, config, args.out, asynchronous=args.asynchronous, device=args.device,
@@ -25,6 +31,26 @@ def _eval(args: argparse.Namespace) -> int:
     print(json.dumps(brief, indent=1))
     print(f"wrote {args.out}/result.json, summary.png and {len(result['videos'])} video(s)")
     return 0
+
+
+def _eval_hardware(args: argparse.Namespace, config) -> int:
+    """The protocol on a robot: executor and shield per episode, an operator for resets and success labels."""
+    from robopolicy.eval.hardware import ConsoleOperator, NoLabels, SceneOperator, evaluate_on_hardware
+    from robopolicy.hal.options import shield_options
+
+    operators = {"console": ConsoleOperator, "scene": SceneOperator, "none": NoLabels}
+    result = evaluate_on_hardware(
+        args.checkpoint, args.hardware, config, args.out, shield_options(args),
+        operators[args.operator]() if args.operator else None, max_steps=args.max_steps, dry_run=args.dry_run,
+        record=args.record, device=args.device, backend=args.backend, watchdog_periods=args.watchdog,
+        splice=args.splice, replan=args.replan,
+    )
+    brief = {k: result[k] for k in ("hardware", "n_episodes", "length", "shield", "aborted") if k in result}
+    if "success" in result:
+        brief["success"] = result["success"]
+    print(json.dumps(brief, indent=1))
+    print(f"wrote {args.out}/result.json and summary.png" + (f"; recorded to {args.record}" if args.record else ""))
+    return 1 if result["aborted"] else 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("checkpoint", help="policy checkpoint directory, or 'expert' for the task's scripted expert")
-    p.add_argument("--task", required=True, help="task name from tasks/ (see `robopolicy tasks`) or a TOML path")
+    p.add_argument("--task", help="task name from tasks/ (see `robopolicy tasks`) or a TOML path")
     p.add_argument("--episodes", type=int, default=50, help="initial conditions per policy seed (default 50)")
     p.add_argument("--seeds", type=int, default=3, help="number of policy seeds 0..N-1 (default 3)")
     p.add_argument("--split", choices=["test", "train"], default="test", help="environment seed range")
@@ -57,4 +83,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--aot-cache", default=None,
                    help="with --compile aot: folder that keeps the compiled packages for later runs")
     p.add_argument("--out", default="runs/eval", help="output directory (default runs/eval)")
+    _add_hardware_arguments(p)
     p.set_defaults(func=_eval)
+
+
+def _add_hardware_arguments(p: argparse.ArgumentParser) -> None:
+    from robopolicy.hal.options import add_executor_arguments, add_shield_arguments
+
+    hw = p.add_argument_group("on a robot (--hardware): executor and shield, operator prompts, recorded episodes")
+    hw.add_argument("--hardware", default=None, help="hardware name or TOML path: evaluate on this robot instead "
+                                                     "of --task's simulation (--episodes per --seeds)")
+    hw.add_argument("--operator", choices=["console", "scene", "none"], default=None,
+                    help="who resets and labels success: a person (console; default for real robots), the "
+                         "simulated task scene (scene; default for simulated ones), or nobody (none)")
+    hw.add_argument("--max-steps", type=int, default=400, help="control steps per episode (default 400)")
+    hw.add_argument("--dry-run", action="store_true", help="read-only backend: commands discarded")
+    hw.add_argument("--record", default=None, metavar="DIR", help="append every episode to this zarr dataset")
+    hw.add_argument("--backend", default=None, help="override the hardware file's backend (e.g. mock)")
+    add_executor_arguments(hw)
+    add_shield_arguments(hw)

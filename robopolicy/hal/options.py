@@ -10,13 +10,15 @@ def shield_options(args: argparse.Namespace):
     """The shield options the deploy and eval commands share (see `add_shield_arguments`)."""
     from robopolicy.hal.shield.hardware import ShieldOptions
 
-    return ShieldOptions(margin=args.margin, collision=not args.no_collision, qp=args.qp,
+    return ShieldOptions(margin=args.margin, rate_margin=args.rate_margin, collision=not args.no_collision, qp=args.qp,
                          min_distance=args.min_distance, fallback=args.fallback)
 
 
 def add_shield_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=float, default=0.05, help="soft position margin inside the hard limits, rad "
                                                               "(default 0.05)")
+    p.add_argument("--rate-margin", type=float, default=0.1, help="commanded velocity, acceleration and jerk stay "
+                                                                   "this fraction below the limits (default 0.1)")
     p.add_argument("--no-collision", action="store_true", help="skip the collision stage (shadow model contacts)")
     p.add_argument("--min-distance", type=float, default=0.0, help="closest allowed geom distance, m (default 0)")
     p.add_argument("--qp", action="store_true", help="add the QP projection stage (quadprog, else closed form)")
@@ -31,4 +33,3 @@ def add_executor_arguments(p: argparse.ArgumentParser) -> None:
                    help="how a new chunk joins the one running: replace, or temporal ensembling")
     p.add_argument("--replan", choices=["fixed", "adaptive"], default="fixed",
                    help="plan every n_action_steps (fixed) or as the measured latency requires (adaptive)")
-    p.add_argument("--device", default="cpu", help="torch device for the policy (default cpu)")

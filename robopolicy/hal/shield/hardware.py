@@ -23,11 +23,16 @@ log = logging.getLogger(__name__)
 class ShieldOptions:
     """Which stages run and how tight they are; the limits themselves come from the hardware file.
 
-    ``margin`` (rad) keeps commands this far inside the hard position limits. ``min_distance`` (m): closer geom
-    pairs count as colliding. ``rates``: the velocity, acceleration and jerk stages.
+    ``margin`` (rad) keeps commands this far inside the hard position limits; ``rate_margin`` (a fraction) keeps
+    commanded velocities, accelerations and jerks that far below theirs, so a controller's tracking overshoot
+    stays inside the hard limits (measured states fault only beyond those, and velocities only beyond
+    ``1 + velocity_tolerance`` times theirs: estimates are noisy, and the simulated Panda's PD controller
+    overshoots commanded rates by up to ~12 % at 20 Hz). ``min_distance`` (m): closer geom pairs count as
+    colliding. ``rates``: the velocity, acceleration and jerk stages.
     """
 
     margin: float = 0.05
+    rate_margin: float = 0.1
     rates: bool = True
     workspace: bool = True
     collision: bool = True
@@ -35,6 +40,7 @@ class ShieldOptions:
     qp: bool = False
     fallback: str = "decelerate"
     measured_tolerance: float = 0.01
+    velocity_tolerance: float = 0.25
 
     @classmethod
     def joint_only(cls) -> ShieldOptions:
@@ -42,14 +48,17 @@ class ShieldOptions:
         return cls(workspace=False, collision=False)
 
 
-def joint_limits(spec: HardwareSpec, margin: float = 0.05, rates: bool = True) -> JointLimits:
-    lim = spec.limits
+def joint_limits(spec: HardwareSpec, margin: float = 0.05, rates: bool = True, rate_margin: float = 0.0) -> JointLimits:
+    """The limits the shield holds commands to: positions ``margin`` inside, rates ``rate_margin`` below."""
+    lim, scale = spec.limits, 1.0 - rate_margin
+    if not 0.0 <= rate_margin < 1.0:
+        raise ConfigError(f"shield: rate_margin must be in [0, 1), got {rate_margin}")
     return JointLimits(
         lower=np.array(lim.position_lower), upper=np.array(lim.position_upper), dt=spec.period_s,
         margin=np.full(spec.n_joints, margin),
-        velocity=np.array(lim.velocity) if rates else None,
-        acceleration=np.array(lim.acceleration) if rates else None,
-        jerk=np.array(lim.jerk) if rates else None,
+        velocity=np.array(lim.velocity) * scale if rates else None,
+        acceleration=np.array(lim.acceleration) * scale if rates else None,
+        jerk=np.array(lim.jerk) * scale if rates else None,
     )
 
 
@@ -76,11 +85,12 @@ def build_shield(spec: HardwareSpec, options: ShieldOptions | None = None) -> Sh
                           f"joint_position or joint_velocity, got {spec.control_mode!r}")
     try:
         config = ShieldConfig(
-            joint_limits(spec, options.margin, options.rates), control_mode=spec.control_mode,
+            joint_limits(spec, options.margin, options.rates, options.rate_margin), control_mode=spec.control_mode,
             workspace=Workspace(np.array(spec.workspace.lower), np.array(spec.workspace.upper))
             if options.workspace else None,
             collision=options.collision, qp=options.qp, fallback=options.fallback,  # type: ignore[arg-type]
             gripper=spec.gripper, measured_tolerance=options.measured_tolerance,
+            hard_velocity=np.array(spec.limits.velocity), velocity_tolerance=options.velocity_tolerance,
         )
     except ValueError as exc:
         raise ConfigError(f"{spec.path or spec.name}: shield: {exc}") from exc

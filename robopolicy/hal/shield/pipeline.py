@@ -38,7 +38,9 @@ class ShieldConfig:
     """What the shield enforces. ``workspace``/``collision`` need a shadow model; ``qp`` adds the projection.
 
     ``measured_tolerance``: how far (rad; metres for the workspace) a measured state may sit beyond a hard limit
-    before it is a fault (sensor noise, a controller's overshoot).
+    before it is a fault (sensor noise). ``hard_velocity``: the velocity a measured state faults beyond, when
+    commands are held to a tighter ``limits.velocity`` (default: the same); ``velocity_tolerance`` (a fraction)
+    allows for velocity estimates and a joint controller's tracking overshoot on top of it.
     """
 
     limits: JointLimits
@@ -50,6 +52,8 @@ class ShieldConfig:
     fallback: Literal["decelerate", "hold"] = "decelerate"
     gripper: bool = False
     measured_tolerance: float = 0.01
+    hard_velocity: np.ndarray | None = None
+    velocity_tolerance: float = 0.01
 
     def __post_init__(self) -> None:
         if self.control_mode not in ("joint_position", "joint_velocity"):
@@ -135,15 +139,15 @@ class Shield:
             j = int(outside[0])
             raise ShieldFault(f"measured joint {j} at {q[j]:.4f} rad is outside its hard limits "
                               f"[{lim.lower[j]:.4f}, {lim.upper[j]:.4f}]")
-        if velocity is not None and lim.velocity is not None:
+        v_max = self.config.hard_velocity if self.config.hard_velocity is not None else lim.velocity
+        if velocity is not None and v_max is not None:
             v = np.asarray(velocity, float)
             if v.shape != (lim.n,) or not np.isfinite(v).all():
                 raise ShieldFault(f"measured joint velocity {v.tolist()} is not {lim.n} finite numbers")
-            fast = np.flatnonzero(np.abs(v) > lim.velocity * (1 + tol) + tol)
+            fast = np.flatnonzero(np.abs(v) > v_max * (1 + self.config.velocity_tolerance))
             if len(fast):
                 j = int(fast[0])
-                raise ShieldFault(f"measured joint {j} moves at {v[j]:.4f} rad/s, beyond its limit "
-                                  f"{lim.velocity[j]:.4f}")
+                raise ShieldFault(f"measured joint {j} moves at {v[j]:.4f} rad/s, beyond its limit {v_max[j]:.4f}")
         if self.config.workspace is not None and self.shadow is not None:
             ee = self.shadow.ee_position(q)
             if not self.config.workspace.contains(ee, tol):
