@@ -63,8 +63,15 @@ class MujocoBackend(Backend):
 
     # ------------------------------------------------------------------ scene
     def _connect(self) -> None:
+        import os
+        import sys
+
         from robopolicy.sim.rendering import select_gl_backend
 
+        if not os.environ.get("MUJOCO_GL") and "mujoco" in sys.modules and self.spec.cameras:
+            raise ConfigError("mujoco was imported before a headless GL backend was chosen, so cameras cannot "
+                              "render: set MUJOCO_GL (egl or osmesa), or call robopolicy.sim.rendering."
+                              "select_gl_backend() before the first import of mujoco")
         select_gl_backend()
         import mujoco
 
