@@ -119,3 +119,21 @@ def test_deployment_runs_the_finetuned_steps_after_save_and_load(tmp_path) -> No
     assert loaded.config.head.name == "finetuned"
     torch.testing.assert_close(predict(loaded), changed)
     torch.testing.assert_close(predict(loaded.compile()), changed, rtol=1e-4, atol=1e-4)
+
+
+def test_an_untouched_finetuned_policy_deploys_as_the_pretrained_one() -> None:
+    """Deterministic deployment runs the wrapped head's own sampler (DDIM, eta = 0) with the copied weights."""
+    from robopolicy.rl.algorithm import AlgorithmContext, build_algorithm
+
+    torch.manual_seed(0)
+    config = PolicyConfig(obs=[ObsSpec("state", (3,))], action=ActionSpec(2), n_obs_steps=1, horizon=4,
+                          n_action_steps=2, backbone=MLP, head=HeadConfig("diffusion", {"inference_steps": 5}))
+    pretrained = Policy(config)
+    pretrained.fit_normalizer(tiny_stats({"state": 3}, 2))
+    tuned = build_algorithm("dppo", pretrained, {"finetune_steps": 2},
+                            AlgorithmContext(2, torch.device("cpu"))).policy
+    obs = {"state": torch.randn(5, 1, 3)}
+    torch.manual_seed(4)
+    expected = pretrained.predict_action(obs)
+    torch.manual_seed(4)
+    torch.testing.assert_close(tuned.predict_action(obs), expected)

@@ -125,14 +125,23 @@ class DiffusionHead(Head):
 
     def transition(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor | int,
                    steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std = self._step_at(cond, x, k, steps, self.params.chain_sampler, self.params.chain_eta)
+        return mean, torch.as_tensor(std).clamp(min=self.params.min_std).expand_as(mean)
+
+    def sampler_transition(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor | int,
+                           steps: int) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """(mean, std) of step k of the configured sampler (`sampler`, `eta`), unfloored: what a fine-tuned
+        chain deploys deterministically (DDIM with eta = 0 for the default config)."""
+        return self._step_at(cond, x, k, steps, self.params.sampler, self.params.eta)
+
+    def _step_at(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor | int, steps: int, sampler: str,
+                 eta: float) -> tuple[torch.Tensor, torch.Tensor | float]:
         ts, acp = self._schedule(steps)
         k = torch.as_tensor(k, device=x.device).expand(x.shape[0])
         t = torch.tensor(ts, device=x.device)[k]
         acp_table = torch.tensor(acp, device=x.device, dtype=x.dtype)
         a_t, a_prev = acp_table[k].view(-1, 1, 1), acp_table[k + 1].view(-1, 1, 1)
-        mean, std = self._reverse_step(x, self.net(x, t, cond), a_t, a_prev, self.params.chain_sampler,
-                                       self.params.chain_eta)
-        return mean, torch.as_tensor(std).clamp(min=self.params.min_std).expand_as(mean)
+        return self._reverse_step(x, self.net(x, t, cond), a_t, a_prev, sampler, eta)
 
     def predict_clean(self, x_sigma: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Clean-action estimate for x = a + sigma * z (EDM convention), used as a distillation teacher.

@@ -84,6 +84,7 @@ def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt:
         if stopped:
             break
     stats = {k: v / max(n_minibatches, 1) for k, v in sums.items()}
-    stats.update(ratio_max=ratio_max, minibatches=n_minibatches, kl_stopped=float(stopped),
-                 explained_variance=explained_variance(batch.values, batch.returns))
+    if actor_opt is not None:
+        stats.update(ratio_max=ratio_max, kl_stopped=float(stopped))
+    stats.update(minibatches=n_minibatches, explained_variance=explained_variance(batch.values, batch.returns))
     return stats
