@@ -8,8 +8,7 @@ import logging
 import sys
 
 from robopolicy import __version__
-from robopolicy.data.errors import DataError
-from robopolicy.errors import CheckpointError
+from robopolicy.errors import CheckpointError, DataError
 from robopolicy.specs import ConfigError
 
 # Each module exposes register(subparsers); its sub-commands set `func(args) -> exit code`.

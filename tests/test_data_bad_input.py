@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from robopolicy.atomic import DestinationExistsError, atomic_output
-from robopolicy.data.errors import DataError
 from robopolicy.data.replay_buffer import ReplayBuffer
+from robopolicy.errors import DataError
 from tests.data_tools import convert_fails as _fails
 from tests.data_tools import run_cli
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import zarr
 
-from robopolicy.data.errors import DataError
 from robopolicy.data.replay_buffer import ReplayBuffer
+from robopolicy.errors import DataError
 
 
 def _episode(n: int, seed: int) -> dict[str, np.ndarray]:

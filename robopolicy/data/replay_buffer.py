@@ -21,8 +21,8 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.errors import UnknownCodecError
 
-from robopolicy.data.errors import DataError
 from robopolicy.data.validate import validate_episode
+from robopolicy.errors import DataError
 
 try:  # diffusion_policy compresses images with imagecodecs' Jpeg2k numcodecs codec.
     from imagecodecs.numcodecs import register_codecs as _register_imagecodecs

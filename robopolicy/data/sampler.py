@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, get_worker_info
 
-from robopolicy.data.errors import DataError
 from robopolicy.data.replay_buffer import ReplayBuffer
 from robopolicy.data.spec import describe
+from robopolicy.errors import DataError
 
 DEFAULT_IMAGE_CACHE_BYTES = 8 << 30
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robopolicy.data.errors import DataError
+from robopolicy.errors import DataError
 
 Schema = dict[str, tuple[tuple[int, ...], str]]
 """Per-step shape and dtype of every array of an episode."""

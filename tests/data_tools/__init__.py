@@ -46,7 +46,7 @@ def run_tool(script: str, *args: str, python: Path | None = None) -> None:
 def run_cli(*argv: str) -> int:
     """Run the data sub-commands as the main CLI does: DataError -> exit code 2."""
     from robopolicy.data.cli import register
-    from robopolicy.data.errors import DataError
+    from robopolicy.errors import DataError
 
     parser = argparse.ArgumentParser(prog="robopolicy")
     register(parser.add_subparsers(dest="command", required=True))

@@ -10,8 +10,8 @@ from tqdm import tqdm
 from robopolicy.atomic import atomic_output
 from robopolicy.data.convert import dp_zarr, lerobot, minari, rlds, robomimic
 from robopolicy.data.convert.base import Episode, Format, Source, Summary
-from robopolicy.data.errors import DataError
 from robopolicy.data.validate import Schema, validate_episode
+from robopolicy.errors import DataError
 
 FORMATS: dict[str, Format] = {
     f.name: f for f in (dp_zarr.FORMAT, robomimic.FORMAT, lerobot.FORMAT, minari.FORMAT, rlds.FORMAT)

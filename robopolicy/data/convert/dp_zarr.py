@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from robopolicy.data.convert.base import Episode, Format, Source, SourceInfo, Summary
-from robopolicy.data.errors import DataError
 from robopolicy.data.replay_buffer import ReplayBuffer, is_zip
 from robopolicy.data.spec import build_attrs, describe
+from robopolicy.errors import DataError
 
 _GROUP_FILES = ("zarr.json", ".zgroup")
 

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from robopolicy.data.convert.base import Episode, Format, Source, SourceInfo, Summary
-from robopolicy.data.errors import DataError
 from robopolicy.data.replay_buffer import looks_like_rgb
 from robopolicy.data.running_stats import RunningStats
+from robopolicy.errors import DataError
 
 DEFAULT_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 VISUAL = ("video", "image")

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from robopolicy.data.convert.base import Episode, Format, Source, SourceInfo, Summary, features_of
-from robopolicy.data.errors import DataError
+from robopolicy.errors import DataError
 
 _STEP_KEYS = {"rewards": "reward", "terminations": "terminated", "truncations": "truncated"}
 

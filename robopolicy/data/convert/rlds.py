@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from robopolicy.data.convert.base import Episode, Format, Source, SourceInfo, Summary
-from robopolicy.data.errors import DataError
+from robopolicy.errors import DataError
 
 _IMPLIED = ("is_first", "is_last")
 

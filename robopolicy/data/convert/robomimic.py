@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from robopolicy.data.convert.base import Episode, Format, Source, SourceInfo, Summary
-from robopolicy.data.errors import DataError
+from robopolicy.errors import DataError
 
 # robomimic name -> native name, for per-step datasets directly under data/demo_k.
 _TOP_LEVEL = {
