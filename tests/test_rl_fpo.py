@@ -6,6 +6,9 @@ import torch
 
 from robopolicy.policy import Policy
 from robopolicy.rl.algorithm import AlgorithmContext, Minibatch, build_algorithm
+from robopolicy.rl.config import UpdateConfig
+from robopolicy.rl.critic import Critic
+from robopolicy.rl.update import Batch, ppo_update
 from robopolicy.specs import ActionSpec, BackboneConfig, ConfigError, HeadConfig, ObsSpec, PolicyConfig
 
 CPU = torch.device("cpu")
@@ -86,26 +89,23 @@ BEST = 0.6
 
 def bandit_distances(head: str, sign: float, ratio: str = "per_sample", iterations: int = 15,
                      **params) -> tuple[float, float]:
-    """|mean action - best| before and after FPO on a 1-D bandit with reward -(a - BEST)^2.
-
-    A minimal clipped-surrogate update (the shared PPO update adds only batching and the critic).
-    """
+    """|mean action - best| before and after FPO, through the shared PPO update, on a 1-D bandit with reward
+    -(a - BEST)^2 (one decision per episode, so the advantage is the reward minus its mean)."""
     algo = fpo(policy(head, horizon=1, action_dim=1, **params), ratio=ratio, n_samples=4)
-    opt = torch.optim.Adam(algo.parameters(), lr=3e-3)
-    cond = torch.zeros(128, algo.policy.head.cond_dim)
+    actor_opt = torch.optim.Adam(algo.parameters(), lr=3e-3)
+    cond_dim = algo.policy.head.cond_dim
+    critic = Critic(cond_dim, [8])
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    update = UpdateConfig(epochs=4, minibatch_size=512, clip=0.2)
+    cond = torch.zeros(128, cond_dim)
     torch.manual_seed(0)
     before = abs(algo.act(cond).actions.mean().item() - BEST)
     for _ in range(iterations):
         decision = algo.act(cond)
         reward = -(decision.actions[:, 0, 0] - BEST) ** 2
         adv = sign * (reward - reward.mean()) / (reward.std() + 1e-8)
-        batch = units(algo, cond, decision.store, adv)
-        for _ in range(4):
-            ratio_ = algo.log_ratio(batch).exp()
-            loss = -torch.min(ratio_ * batch.advantages, ratio_.clamp(0.8, 1.2) * batch.advantages).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        ppo_update(algo, critic, Batch(cond, decision.store, adv, reward, torch.zeros(128)), actor_opt, critic_opt,
+                   update)
     torch.manual_seed(0)
     return before, abs(algo.act(cond).actions.mean().item() - BEST)
 
