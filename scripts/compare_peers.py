@@ -11,8 +11,10 @@ side as identical batches (see docs/peers.md).
 
 Each policy lives in its own long-lived process (LeRobot's in .venv-tools, ours in this interpreter), all with
 the same torch thread count; the driver alternates training steps and inference calls between them round by
-round, so every figure is taken under the same machine load, and reports medians and ratios. Peak memory is
-each process's peak resident set (and, on CUDA, peak allocated memory).
+round, so every figure is taken under the same machine load; ratios are medians over rounds of the paired
+ratio within a round. Inference is timed per chunk (batch 1, from a 2-frame history) and in closed loop, as
+each library's per-step `select_action` runs it (the replanning step and the slowest other step). Peak memory
+is each process's peak resident set (and, on CUDA, peak allocated memory).
 
     .venv/bin/python scripts/compare_peers.py [--batch-size 32] [--train-steps 12] [--repeats 10] [--threads 1]
         [--down-dims 64,128,256] [--episodes 12] [--device cpu] [--out runs/peers]
@@ -146,6 +148,7 @@ def alternate(sides: list[Side], rounds: int, cmd: str, **kwargs) -> dict[str, l
     """``rounds`` rounds of ``cmd`` on every side, the order rotated each round; per-side timed seconds."""
     seconds: dict[str, list[float]] = {s.name: [] for s in sides}
     for r in range(rounds):
+        print(f"{cmd} round {r + 1}/{rounds}", file=sys.stderr, flush=True)
         for side in sides[r % len(sides):] + sides[:r % len(sides)]:
             seconds[side.name] += side.ask(cmd, **kwargs)["seconds"]
     return seconds
@@ -154,6 +157,7 @@ def alternate(sides: list[Side], rounds: int, cmd: str, **kwargs) -> dict[str, l
 def infer_rounds(sides: dict[str, Side], repeats: int, warmup: int) -> dict[str, list[float]]:
     seconds: dict[str, list[float]] = {label: [] for label, _, _ in INFERENCE}
     for r in range(warmup + repeats):
+        print(f"inference round {r + 1}/{warmup + repeats}", file=sys.stderr, flush=True)
         order = INFERENCE[r % len(INFERENCE):] + INFERENCE[:r % len(INFERENCE)]
         for label, proc, kwargs in order:
             got = sides[proc].ask("infer", repeats=1, **kwargs)["seconds"]
@@ -162,26 +166,47 @@ def infer_rounds(sides: dict[str, Side], repeats: int, warmup: int) -> dict[str,
     return seconds
 
 
+def paired_ratio(baseline: list[float], ours: list[float], per_round: int) -> float:
+    """Median over rounds of baseline time / our time within the round (> 1: ours faster). Both ran back to
+    back in each round, so this cancels the load drift that a ratio of overall medians keeps."""
+    chunks = [slice(r * per_round, (r + 1) * per_round) for r in range(len(ours) // per_round)]
+    return statistics.median(sum(baseline[c]) / sum(ours[c]) for c in chunks)
+
+
+def loop_rounds(sides: dict[str, Side], rounds: int) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Closed-loop control, one chunk per setting and round: replanning-step seconds, and the slowest other step."""
+    replan: dict[str, list[float]] = {label: [] for label, _, _ in INFERENCE}
+    other: dict[str, float] = dict.fromkeys(replan, 0.0)
+    for r in range(rounds):
+        print(f"closed-loop round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+        for label, proc, kwargs in INFERENCE[r % len(INFERENCE):] + INFERENCE[:r % len(INFERENCE)]:
+            got = sides[proc].ask("closed_loop", cycles=1, **kwargs)
+            replan[label] += got["seconds"]
+            other[label] = max(other[label], got["other_max_s"])
+    return replan, other
+
+
 def summarize(train_s: dict[str, list[float]], infer_s: dict[str, list[float]], memory: dict[str, dict],
-              batch_size: int) -> dict:
+              batch_size: int, steps_per_round: int, replan_s: dict[str, list[float]],
+              other_s: dict[str, float]) -> dict:
     train = {name: {"step_s_median": statistics.median(s), "samples_per_s": batch_size / statistics.median(s),
                     "peak_rss_mb": memory[name]["peak_rss_mb"], "cuda_peak_mb": memory[name].get("cuda_peak_mb")}
              for name, s in train_s.items()}
     infer = {label: {"ms_median": 1e3 * statistics.median(s), "ms_min": 1e3 * min(s)} for label, s in infer_s.items()}
-    lerobot_rate = train[LEROBOT]["samples_per_s"]
-    ratios = {f"train_ours_{name.split()[1]}_vs_lerobot": train[name]["samples_per_s"] / lerobot_rate
+    ratios = {f"train_ours_{name.split()[1]}_vs_lerobot": paired_ratio(train_s[LEROBOT], train_s[name], steps_per_round)
               for name, _, _ in OURS}
-    ms = {label: row["ms_median"] for label, row in infer.items()}
-    ratios["infer_ours_ddpm100_vs_lerobot_ddpm100"] = ms["LeRobot DDPM-100"] / ms["ours DDPM-100"]
-    ratios["infer_ours_ddim10_vs_lerobot_ddim10"] = ms["LeRobot DDIM-10"] / ms["ours DDIM-10"]
-    for head in ("flow-1", "consistency-1"):
-        ratios[f"infer_ours_{head}_vs_lerobot_ddpm100"] = ms["LeRobot DDPM-100"] / ms[f"ours {head}"]
-        ratios[f"infer_ours_{head}_vs_lerobot_ddim10"] = ms["LeRobot DDIM-10"] / ms[f"ours {head}"]
-    best_one_step = max(ratios["infer_ours_flow-1_vs_lerobot_ddpm100"],
-                        ratios["infer_ours_consistency-1_vs_lerobot_ddpm100"])
+    loop = {label: {"replan_ms_median": 1e3 * statistics.median(s), "other_steps_max_ms": 1e3 * other_s[label]}
+            for label, s in replan_s.items()}
+    for ours, baseline in (("DDPM-100", "DDPM-100"), ("DDIM-10", "DDIM-10"), ("flow-1", "DDPM-100"),
+                           ("flow-1", "DDIM-10"), ("consistency-1", "DDPM-100"), ("consistency-1", "DDIM-10")):
+        for kind, samples in (("infer", infer_s), ("replan", replan_s)):
+            ratios[f"{kind}_ours_{ours}_vs_lerobot_{baseline}"] = paired_ratio(samples[f"LeRobot {baseline}"],
+                                                                               samples[f"ours {ours}"], 1)
+    best_one_step = max(ratios["infer_ours_flow-1_vs_lerobot_DDPM-100"],
+                        ratios["infer_ours_consistency-1_vs_lerobot_DDPM-100"])
     goals = {"train_ours_diffusion_ge_1.0x": ratios["train_ours_diffusion_vs_lerobot"] >= TRAIN_TARGET,
              "one_step_ge_10x_lerobot_ddpm100": best_one_step >= SPEEDUP_TARGET}
-    return {"train": train, "inference": infer, "ratios": ratios, "goals": goals}
+    return {"train": train, "inference": infer, "closed_loop": loop, "ratios": ratios, "goals": goals}
 
 
 def print_table(summary: dict, meta: dict) -> None:
@@ -191,10 +216,12 @@ def print_table(summary: dict, meta: dict) -> None:
     for name, row in summary["train"].items():
         print(f"{name:<22} {meta['params'][name] / 1e6:>8.2f}M {row['step_s_median']:>8.3f} "
               f"{row['samples_per_s']:>10.1f} {row['peak_rss_mb']:>12.0f}")
-    print(f"\n{'inference (batch 1)':<22} {'ms/chunk':>10} {'min ms':>8}")
+    print(f"\n{'inference (batch 1)':<22} {'ms/chunk':>10} {'min ms':>8} {'replan ms':>10} {'other steps':>12}")
     for label, row in summary["inference"].items():
-        print(f"{label:<22} {row['ms_median']:>10.1f} {row['ms_min']:>8.1f}")
-    print("\nratios (> 1: ours faster)")
+        loop = summary["closed_loop"][label]
+        print(f"{label:<22} {row['ms_median']:>10.1f} {row['ms_min']:>8.1f} {loop['replan_ms_median']:>10.1f} "
+              f"{loop['other_steps_max_ms']:>12.1f}")
+    print("\nratios, median over rounds of the paired ratio (> 1: ours faster)")
     for key, value in summary["ratios"].items():
         print(f"  {key:<44} {value:7.2f}x")
     for goal, met in summary["goals"].items():
@@ -208,6 +235,7 @@ def main() -> None:
     parser.add_argument("--steps-per-round", type=int, default=2, help="training steps per turn of a process")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps and inference calls first")
     parser.add_argument("--repeats", type=int, default=10, help="timed inference calls per setting")
+    parser.add_argument("--loop-rounds", type=int, default=3, help="closed-loop chunks per setting (select_action)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every process (default 1: 2 cores)")
     parser.add_argument("--down-dims", default="64,128,256",
                         help="UNet widths for both (our push_puck_image recipe's; LeRobot's default is 512,1024,2048)")
@@ -238,6 +266,7 @@ def main() -> None:
         train_s = alternate(order, rounds, "train", steps=args.steps_per_round)
         memory = {name: side.ask("memory") for name, side in sides.items()}  # peaks after training
         infer_s = infer_rounds(sides, args.repeats, args.warmup)
+        replan_s, other_s = loop_rounds(sides, args.loop_rounds)
     finally:
         for side in sides.values():
             side.close()
@@ -252,10 +281,11 @@ def main() -> None:
             "wall_s": time.perf_counter() - start,
             "success_rates": "not measured: training an image policy to success on push_puck_image takes hours on "
                              "this CPU (its recipe: 20k steps at batch 256)"}
-    summary = summarize(train_s, infer_s, memory, args.batch_size)
+    summary = summarize(train_s, infer_s, memory, args.batch_size, args.steps_per_round, replan_s, other_s)
     print_table(summary, meta)
     write_json(out / "compare_peers.json", {"meta": meta, **summary, "memory": memory,
-                                            "samples": {"train_s": train_s, "infer_s": infer_s}}, indent=1)
+                                            "samples": {"train_s": train_s, "infer_s": infer_s, "replan_s": replan_s}},
+               indent=1)
     shutil.copy(out / "compare_peers.json", out / f"compare_peers_{time.strftime('%Y%m%dT%H%M%S')}.json")
     print(f"\nwrote {out / 'compare_peers.json'}")
 

@@ -79,8 +79,9 @@ class RayVectorEnv(gym.vector.VectorEnv):
         if n_envs < 1:
             raise ValueError(f"n_envs: expected >= 1, got {n_envs}")
         task = load_task(task) if isinstance(task, str) else task
-        if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        if not ray.is_initialized():  # a local instance without dashboard, or join the cluster at `address`
+            local = {"include_dashboard": False} if address is None else {}
+            ray.init(address=address, log_to_driver=False, **local)
         if num_workers is None:
             num_workers = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_worker))
         if num_workers < 1:

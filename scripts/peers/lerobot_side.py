@@ -4,7 +4,8 @@ A training step is the body of LeRobot's own ``update_policy`` (lerobot/scripts/
 Accelerate wrappers, which are no-ops in fp32 on one device: its preprocessor (normalization), ``policy.forward``,
 backward, gradient clipping at its preset norm, its preset Adam step and cosine schedule. Images arrive as LeRobot's
 datasets deliver them (float CHW in [0, 1]); that conversion is data loading there and is not timed. Inference is
-what ``predict_action_chunk`` computes (``DiffusionModel.generate_actions``) between the pre- and postprocessor.
+what ``predict_action_chunk`` computes (``DiffusionModel.generate_actions``) between the pre- and postprocessor;
+closed loop, ``select_action`` per control step (it keeps raw frames and encodes the whole history at each replan).
 
 usage (driven by compare_peers.py): lerobot_side.py SETTING_JSON
 """
@@ -112,10 +113,15 @@ class LeRobotSide:
             seconds.append(time.perf_counter() - start)
         return {"seconds": seconds, "losses": losses}
 
-    def infer(self, sampler: str, steps: int, repeats: int) -> dict:
+    def use_sampler(self, sampler: str, steps: int) -> None:
         model = self.policy.diffusion
         model.noise_scheduler, model.num_inference_steps = self.samplers[sampler], steps
         self.policy.eval()
+
+    def infer(self, sampler: str, steps: int, repeats: int) -> dict:
+        """Latency of one chunk from an observation history."""
+        self.use_sampler(sampler, steps)
+        model = self.policy.diffusion
         seconds = []
         with torch.no_grad():
             for _ in range(repeats):
@@ -129,6 +135,22 @@ class LeRobotSide:
                 seconds.append(time.perf_counter() - start)
         return {"seconds": seconds, "chunk_shape": list(chunk.shape)}
 
+    def closed_loop(self, sampler: str, steps: int, cycles: int) -> dict:
+        """``select_action`` (between pre- and postprocessor) per control step over ``cycles`` chunks after one
+        warm-up chunk: the replanning step's latency, and the slowest of the others."""
+        self.use_sampler(sampler, steps)
+        frame = {k: v[:, -1] for k, v in self.obs.items()}
+        self.policy.reset()
+        per_step: list[list[float]] = [[] for _ in range(self.s["n_action_steps"])]
+        with torch.no_grad():
+            for cycle in range(cycles + 1):
+                for bucket in per_step:
+                    start = time.perf_counter()
+                    self.post(self.policy.select_action(self.pre(dict(frame))))
+                    if cycle:
+                        bucket.append(time.perf_counter() - start)
+        return {"seconds": per_step[0], "other_max_s": max(max(b) for b in per_step[1:])}
+
     def memory(self) -> dict:
         out = {"rss_mb": rss_mb(), "peak_rss_mb": peak_rss_mb()}
         if self.device.type == "cuda":
@@ -138,4 +160,5 @@ class LeRobotSide:
 
 if __name__ == "__main__":
     side = LeRobotSide(json.loads(sys.argv[1]))
-    serve({"build": side.build, "train": side.train, "infer": side.infer, "memory": side.memory})
+    serve({"build": side.build, "train": side.train, "infer": side.infer, "closed_loop": side.closed_loop,
+           "memory": side.memory})

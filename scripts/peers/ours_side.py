@@ -3,7 +3,8 @@
 A training step is ``Trainer.update``, the step ``robopolicy train`` runs: normalization inside the policy, the
 head's loss, backward, gradient clipping, AdamW, the cosine schedule and the EMA update. Images arrive as our
 datasets deliver them (uint8 HWC; the policy converts them). Inference is ``Policy.predict_action`` (eager):
-normalization, encoding, sampling and unnormalization of one chunk.
+normalization, encoding, sampling and unnormalization of one chunk; closed loop, ``Policy.select_action`` per
+control step (each frame is encoded once, on arrival).
 
 usage (driven by compare_peers.py): ours_side.py SETTING_JSON HEAD PARAMS_JSON
 """
@@ -86,15 +87,19 @@ class OursSide:
             losses.append(loss)
         return {"seconds": seconds, "losses": losses}
 
-    def infer(self, params: dict, steps: int, repeats: int) -> dict:
-        """Chunk latency with the trained weights under other sampling settings (e.g. DDIM instead of DDPM)."""
+    def sampler(self, params: dict) -> Policy:
+        """The trained weights under other sampling settings (e.g. DDIM instead of DDPM), built once per setting."""
         key = json.dumps(params, sort_keys=True)
-        if key not in self.samplers:  # built once per setting, with the weights as they are now
+        if key not in self.samplers:
             trained = self.trainer.policy
             policy = Policy(dataclasses.replace(trained.config, head=HeadConfig(self.head, {**self.params, **params})))
             policy.load_state_dict(trained.state_dict())
             self.samplers[key] = policy.to(self.device).eval()
-        policy = self.samplers[key]
+        return self.samplers[key]
+
+    def infer(self, params: dict, steps: int, repeats: int) -> dict:
+        """Latency of one chunk from an observation history."""
+        policy = self.sampler(params)
         seconds = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -103,6 +108,21 @@ class OursSide:
                 torch.cuda.synchronize()
             seconds.append(time.perf_counter() - start)
         return {"seconds": seconds, "chunk_shape": list(chunk.shape)}
+
+    def closed_loop(self, params: dict, steps: int, cycles: int) -> dict:
+        """``select_action`` per control step over ``cycles`` chunks after one warm-up chunk (episode start):
+        the replanning step's latency, and the slowest of the others. ``steps`` is the head's own setting."""
+        policy = self.sampler(params)
+        frame = {k: v[:, -1] for k, v in self.obs.items()}
+        policy.reset()
+        per_step: list[list[float]] = [[] for _ in range(self.s["n_action_steps"])]
+        for cycle in range(cycles + 1):
+            for bucket in per_step:
+                start = time.perf_counter()
+                policy.select_action(frame)
+                if cycle:
+                    bucket.append(time.perf_counter() - start)
+        return {"seconds": per_step[0], "other_max_s": max(max(b) for b in per_step[1:])}
 
     def memory(self) -> dict:
         out = {"rss_mb": rss_mb(), "peak_rss_mb": peak_rss_mb()}
@@ -113,4 +133,5 @@ class OursSide:
 
 if __name__ == "__main__":
     side = OursSide(json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]))
-    serve({"build": side.build, "train": side.train, "infer": side.infer, "memory": side.memory})
+    serve({"build": side.build, "train": side.train, "infer": side.infer, "closed_loop": side.closed_loop,
+           "memory": side.memory})
