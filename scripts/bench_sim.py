@@ -1,9 +1,11 @@
 """Simulator throughput: raw MuJoCo vs our wrapped envs vs vector envs, rendering settings, robosuite.
 
 Prints a table and writes JSON. Figures are noisy on shared CPUs (30-50 % between runs): compare ratios
-taken in one run. robosuite is measured only with --robosuite (slow import, ~15 s JIT on a fresh install).
+taken in one run. robosuite is measured only with --robosuite (slow import, ~15 s JIT on a fresh install). --ray adds
+push_puck and push_puck_image vector envs hosted in 1 and 2 Ray actors (a local Ray on this machine's cores)
+beside the local sync vector env of the same size; --ray-only measures just those.
 
-    .venv/bin/python scripts/bench_sim.py [--robosuite] [--seconds 2] [--out runs/bench_sim.json]
+    .venv/bin/python scripts/bench_sim.py [--robosuite] [--ray | --ray-only] [--seconds 2] [--out runs/bench_sim.json]
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,10 +66,10 @@ def env_rate(task_name: str, seconds: float, chunked: bool) -> float:
     return r
 
 
-def vector_rate(task_name: str, n: int, asynchronous: bool, seconds: float) -> float:
-    """Total control steps/s of ``n`` chunked envs."""
+def vector_rate(task_name: str, n: int, asynchronous: bool, seconds: float, **backend: Any) -> float:
+    """Total control steps/s of ``n`` chunked envs (``backend``: make_vector_env's backend options)."""
     task = load_task(task_name)
-    env = make_vector_env(task, n, asynchronous=asynchronous)
+    env = make_vector_env(task, n, asynchronous=asynchronous, **backend)
     env.reset(seed=list(range(n)))
     env.action_space.seed(0)
 
@@ -113,22 +116,44 @@ def robosuite_rates(task_name: str, seconds: float) -> dict[str, float]:
     return {"control_steps_per_s": steps, "build_reset_first_step_s": first, "reset_s": reset_s}
 
 
+def ray_rows(seconds: float, n: int = 8) -> list[tuple[str, str, float]]:
+    """``n`` envs of push_puck (cheap steps: overhead-bound) and push_puck_image (rendering: compute-bound): local
+    sync, then Ray with 1 and 2 actors, then local sync again (to see load drift)."""
+    import os
+
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    rows = []
+    for task in ("push_puck", "push_puck_image"):
+        rows.append((task, f"sync vector x{n} (total), before Ray", vector_rate(task, n, False, seconds)))
+        for workers in (1, 2):
+            rate = vector_rate(task, n, False, seconds, backend="ray", ray_workers=workers)
+            rows.append((task, f"ray vector x{n}, {workers} worker(s) (total)", rate))
+        rows.append((task, f"sync vector x{n} (total), after Ray", vector_rate(task, n, False, seconds)))
+    ray.shutdown()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     parser.add_argument("--robosuite", action="store_true", help="also measure robosuite Lift (low-dim and image)")
+    parser.add_argument("--ray", action="store_true", help="also measure Ray-hosted vector envs (needs ray)")
+    parser.add_argument("--ray-only", action="store_true", help="measure only the Ray rows")
     parser.add_argument("--out", default="runs/bench_sim.json")
     args = parser.parse_args()
     s = args.seconds
-    rows: list[tuple[str, str, float]] = []
-    for task in ("hopper", "walker2d", "halfcheetah", "push_puck"):
+    rows: list[tuple[str, str, float]] = ray_rows(s) if args.ray or args.ray_only else []
+    for task in () if args.ray_only else ("hopper", "walker2d", "halfcheetah", "push_puck"):
         rows.append((task, "raw mj_step", raw_mujoco(task, s)))
         rows.append((task, "env (single actions)", env_rate(task, s, chunked=False)))
         rows.append((task, "env + multistep wrapper", env_rate(task, s, chunked=True)))
         rows.append((task, "sync vector x8 (total)", vector_rate(task, 8, False, s)))
         rows.append((task, "async vector x8 (total)", vector_rate(task, 8, True, s)))
-    rows.append(("push_puck_image", "env + multistep, 84x84 obs", env_rate("push_puck_image", s, chunked=True)))
-    for task in ("hopper", "push_puck"):
+    if not args.ray_only:
+        rows.append(("push_puck_image", "env + multistep, 84x84 obs", env_rate("push_puck_image", s, chunked=True)))
+    for task in () if args.ray_only else ("hopper", "push_puck"):
         rows.append((task, "step + render 84x84, default visuals (frames/s)", render_rate(task, False, s)))
         rows.append((task, "step + render 84x84, fast visuals (frames/s)", render_rate(task, True, s)))
     if args.robosuite:
