@@ -5,6 +5,7 @@ server keeps serving the others. Servers bind to 127.0.0.1 only and every loop i
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import socket
@@ -149,8 +150,9 @@ def test_silent_client_makes_the_server_hold_and_fault(served, spec):
     remote.close()
 
 
-def test_wrong_key_and_bad_messages_are_refused_and_others_still_served(served, spec):
+def test_wrong_key_and_bad_messages_are_refused_and_others_still_served(served, spec, caplog):
     mock, server, address = served
+    caplog.set_level(logging.WARNING, logger="robopolicy.hal.server")
     bad = client(spec, address, key="f" * 32)
     with pytest.raises(FaultError) as info:
         bad.connect()
@@ -183,6 +185,8 @@ def test_wrong_key_and_bad_messages_are_refused_and_others_still_served(served, 
     ctx.term()
     assert server.stats["rejected_auth"] >= 2 and server.stats["rejected_protocol"] >= 2
     assert server.stats["rejected_session"] == 1
+    logged = caplog.text
+    assert "rejected a message (auth)" in logged and "rejected a message (protocol)" in logged
 
     with client(spec, address) as good:  # the server kept serving
         good.connect()
