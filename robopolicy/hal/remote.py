@@ -129,10 +129,15 @@ class RemoteBackend(Backend):
                 elif self.state in _LIVE and clock() - self._last_sent >= period:
                     state = self._request("heartbeat").body.get("state")
                     if state == State.FAULTED.value and self.state in (State.ARMED, State.RUNNING):
-                        self.report_fault(FaultKind.DRIVER, "the robot side is faulted")
+                        self._link_fault(FaultKind.DRIVER, "the robot side is faulted")
             except (HalError, zmq.ZMQError) as exc:
-                if self.state in _LIVE:
-                    self.report_fault(FaultKind.LINK_LOST, f"heartbeat: {exc}")
+                self._link_fault(FaultKind.LINK_LOST, f"heartbeat: {exc}")
+
+    def _link_fault(self, kind: FaultKind, message: str) -> None:
+        """Fault from the heartbeat thread, unless the link is being closed meanwhile."""
+        with self._lock:
+            if self._running and self.state in _LIVE:
+                self._record(kind, message)
 
     # ------------------------------------------------------------------ hooks
     def _connect(self) -> None:
