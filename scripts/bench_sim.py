@@ -123,6 +123,9 @@ def ray_rows(seconds: float, n: int = 8) -> list[tuple[str, str, float]]:
 
     import ray
 
+    # Ray starts its workers at a lower priority (raylet's worker_niceness); on a shared machine they then starve
+    # behind other work. Same priority as this process, so that both backends compete alike.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     rows = []
     for task in ("push_puck", "push_puck_image"):
