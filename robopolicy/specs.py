@@ -320,15 +320,36 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a TOML recipe (with `[policy]` and `[train]` tables) and validate it."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as plain data; a missing or malformed file is a ConfigError that names it."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+
+
+def resolve_toml(name_or_path: str | Path, directory: Path, kind: str) -> Path:
+    """A path to a TOML file, or the name of one in `directory` (``lift`` -> ``directory/lift.toml``); an unknown
+    name is a ConfigError listing the known ones (`kind` names what is looked up: "task", "hardware", ...)."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml":
+        if not path.exists():
+            raise ConfigError(f"{path}: file not found")
+        return path
+    candidate = directory / f"{name_or_path}.toml"
+    if not candidate.exists():
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.toml")))
+        raise ConfigError(f"{kind} {str(name_or_path)!r}: no such file {candidate} (known: {known})")
+    return candidate
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a TOML recipe (with `[policy]` and `[train]` tables) and validate it."""
+    path = Path(path)
+    data = read_toml(path)
     apply_overrides(data, overrides or [])
     try:
         return from_dict(RunConfig, data)

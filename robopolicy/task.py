@@ -9,12 +9,11 @@ task's recipe and ``robopolicy tasks`` lists them without loading MuJoCo or robo
 from __future__ import annotations
 
 import copy
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from robopolicy.specs import ActionSpec, ChunkSpec, ConfigError, ObsSpec, from_dict, to_dict
+from robopolicy.specs import ActionSpec, ChunkSpec, ConfigError, ObsSpec, from_dict, read_toml, resolve_toml, to_dict
 
 TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
 
@@ -100,20 +99,13 @@ class TaskSpec:
 
 def task_path(name_or_path: str | Path) -> Path:
     """Resolve a task name (``lift``) or a path to a TOML file."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.exists():
-        return path
-    candidate = TASKS_DIR / f"{name_or_path}.toml"
-    if not candidate.exists():
-        raise ConfigError(f"task {name_or_path!r}: no such file {candidate} (known: {', '.join(list_tasks())})")
-    return candidate
+    return resolve_toml(name_or_path, TASKS_DIR, "task")
 
 
 def load_task(name_or_path: str | Path) -> TaskSpec:
     """Read and validate one task file; errors name the file and the field."""
     path = task_path(name_or_path)
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
+    data = read_toml(path)
     try:
         return from_dict(TaskSpec, data)
     except ConfigError as exc:

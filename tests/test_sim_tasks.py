@@ -34,6 +34,11 @@ def test_bad_horizons_name_the_file_and_field(tmp_path: Path) -> None:
     bad.write_text(text.replace("n_action_steps = 8", "n_action_steps = 17"))
     with pytest.raises(ConfigError, match=r"bad\.toml: .*horizons\.n_action_steps: expected between 1 and horizon=16"):
         load_task(bad)
+    bad.write_text("name = ")
+    with pytest.raises(ConfigError, match=r"bad\.toml: invalid TOML"):
+        load_task(bad)
+    with pytest.raises(ConfigError, match=r"task 'nope': no such file .*nope\.toml \(known: .*push_puck"):
+        load_task("nope")
 
 
 def test_task_recipes_load_without_a_simulator() -> None:
