@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from robopolicy.rl.ppo import PPOConfig, PPOExpert, RunningNorm, load_agent, train
+from robopolicy.nn.normalizer import RunningNorm
+from robopolicy.rl.ppo import PPOConfig, train
+from robopolicy.sim.experts.ppo_agent import PPOExpert, load_agent
 
 
 def test_running_norm_matches_numpy_over_batches():

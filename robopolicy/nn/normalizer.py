@@ -74,3 +74,32 @@ class Normalizer(nn.Module):
     def unnormalize(self, key: str, y: torch.Tensor) -> torch.Tensor:
         p = self._by_key[key]
         return (y - p.offset).div_(p.scale)
+
+
+class RunningNorm(nn.Module):
+    """Running mean/variance (parallel Welford update) kept as float64 buffers, so it is saved with its owner.
+
+    For statistics that are only known while acting (RL): the PPO experts' observation normalization and the
+    fine-tuning reward scaler. `forward` normalizes and clips to [-10, 10].
+    """
+
+    mean: torch.Tensor
+    var: torch.Tensor
+    count: torch.Tensor
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+
+    def update(self, x: torch.Tensor) -> None:
+        x = x.double().reshape(-1, self.mean.shape[0])
+        mean, var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        delta, total = mean - self.mean, self.count + n
+        self.var.copy_((self.var * self.count + var * n + delta**2 * self.count * n / total) / total)
+        self.mean.add_(delta * n / total)
+        self.count.copy_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-10, 10).float()

@@ -1,9 +1,10 @@
 """`robopolicy finetune CHECKPOINT --task TASK [--algo NAME] [--recipe R] [--set key=value ...] [--out DIR]
-[--resume auto|never|PATH] [--device D]`."""
+[--resume auto|never|PATH] [--device D]`, and `robopolicy ppo` (the locomotion experts)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 from robopolicy.rl.registry import describe_algorithms
 
@@ -44,6 +45,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ppo(args: argparse.Namespace) -> int:
+    import torch
+
+    from robopolicy.rl.ppo import PPOConfig, train
+
+    torch.set_num_threads(args.threads)  # 64-unit MLPs: extra threads only spin and contend with the envs
+    levels = dict(level.split("=") for level in args.level)
+    config = PPOConfig(task=args.task, total_steps=args.steps, n_envs=args.n_envs, seed=args.seed,
+                       levels={k: float(v) for k, v in levels.items()})
+    log = train(config, args.out)
+    print(json.dumps({"final_mean_return_20": log["updates"][-1]["mean_return_20"], "levels": log["levels"]}, indent=1))
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from robopolicy.rl.config import recipe_names
 
@@ -66,3 +81,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "PATH: continue from that checkpoint")
     p.add_argument("--device", default=None, help="policy/critic/update device: auto (default), cpu, cuda")
     p.set_defaults(func=run)
+
+    p = subparsers.add_parser(
+        "ppo", help="train the Gaussian PPO locomotion expert on a gymnasium task",
+        description=(
+            "CleanRL-style PPO with a Gaussian policy. Saves <out>/final and, for each --level NAME=RETURN, a snapshot "
+            "<out>/NAME the first time the mean return of the last 20 episodes reaches RETURN (D4RL-style 'medium' "
+            "and 'expert' policies for `robopolicy collect` recipes with expert = \"ppo\")."
+        ),
+    )
+    p.add_argument("--task", required=True, help="a gymnasium task with a 'state' observation (hopper, walker2d, ...)")
+    p.add_argument("--steps", type=int, default=1_000_000, help="environment steps (default 1e6)")
+    p.add_argument("--n-envs", type=int, default=8, help="parallel environments (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for small MLPs)")
+    p.add_argument("--level", action="append", default=[], metavar="NAME=RETURN",
+                   help="save a snapshot when the return reaches RETURN, e.g. medium=1000 (repeatable)")
+    p.add_argument("--out", default="runs/ppo", help="output directory (default runs/ppo)")
+    p.set_defaults(func=_ppo)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robopolicy.rl.ppo import RunningNorm
+from robopolicy.nn.normalizer import RunningNorm
 
 
 def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, n_steps: torch.Tensor,
