@@ -41,3 +41,26 @@ def plot_summary(result: dict[str, Any], path: str | Path, title: str) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_learning_curves(curves: dict[str, tuple[list[float], list[float]]], path: str | Path, title: str,
+                         xlabel: str = "env steps", ylabel: str = "held-out success rate") -> Path:
+    """One panel with one line per run: {label: (x, y)} (e.g. fine-tuning evaluations against env steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, (x, y) in curves.items():
+        ax.plot(x, y, marker="o", ms=3, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
