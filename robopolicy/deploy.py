@@ -27,7 +27,7 @@ def _deploy(args: argparse.Namespace) -> int:
     policy = Policy.load(args.checkpoint, device=args.device).eval()
     steps = args.steps if args.steps is not None else round(args.duration * spec.control_rate_hz)
     config = executor_config(policy, max_steps=steps, watchdog_periods=args.watchdog, splice=args.splice,
-                             replan=args.replan)
+                             replan=args.replan, realtime=args.realtime)
     recorder = Recorder(args.record, spec) if args.record else None
     try:
         with shielded_robot(spec, shield_options(args), dry_run=args.dry_run, backend=args.backend,

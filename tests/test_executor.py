@@ -77,12 +77,13 @@ def test_temporal_ensembling_averages_overlapping_predictions_oldest_heaviest() 
 
 # ---- normal runs ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("splice, replan", [("replace", "fixed"), ("ensemble", "adaptive")])
-def test_run_commands_only_shielded_actions_at_the_rate_and_records_every_step(tmp_path, splice, replan) -> None:
+@pytest.mark.parametrize("splice, replan, realtime", [("replace", "fixed", False), ("ensemble", "adaptive", True)])
+def test_run_commands_only_shielded_actions_at_the_rate_and_records_every_step(tmp_path, splice, replan,
+                                                                                realtime) -> None:
     backend = armed_mock()
     recorder = Recorder(tmp_path / "run.zarr", SPEC)
-    executor = Executor(shielded(backend), sweep, ExecutorConfig(max_steps=60, splice=splice, replan=replan),
-                        recorder=recorder)
+    config = ExecutorConfig(max_steps=60, splice=splice, replan=replan, realtime=realtime)
+    executor = Executor(shielded(backend), sweep, config, recorder=recorder)
     t0 = time.monotonic()
     report = executor.run()
     recorder.close()

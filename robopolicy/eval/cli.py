@@ -43,7 +43,7 @@ def _eval_hardware(args: argparse.Namespace, config) -> int:
         args.checkpoint, args.hardware, config, args.out, shield_options(args),
         operators[args.operator]() if args.operator else None, max_steps=args.max_steps, dry_run=args.dry_run,
         record=args.record, device=args.device, backend=args.backend, watchdog_periods=args.watchdog,
-        splice=args.splice, replan=args.replan,
+        splice=args.splice, replan=args.replan, realtime=args.realtime,
     )
     brief = {k: result[k] for k in ("hardware", "n_episodes", "length", "shield", "aborted") if k in result}
     if "success" in result:

@@ -18,7 +18,9 @@ so plans are as fresh as the latency allows.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -38,6 +40,7 @@ from robopolicy.hal.shield.pipeline import ShieldFault
 # obs history {key: (n_obs_steps, ...)} -> chunk (horizon, command_dim); index 0 is for the newest observation
 InferFn = Callable[[dict[str, np.ndarray]], np.ndarray]
 
+log = logging.getLogger(__name__)
 JITTER_BINS_MS = (0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, math.inf)
 
 
@@ -51,6 +54,7 @@ class ExecutorConfig:
     replan: Literal["fixed", "adaptive"] = "fixed"
     max_steps: int | None = None
     first_plan_timeout_s: float = 60.0
+    realtime: bool = False  # run the control thread SCHED_FIFO where permitted (the inference thread stays normal)
 
     def __post_init__(self) -> None:
         if self.n_obs_steps < 1 or self.n_action_steps < 1 or self.watchdog_periods < 1:
@@ -181,7 +185,12 @@ class Executor:
             worker.request(0, _stack(history))
             if not self._wait_first_plan(worker, queue, report):
                 return report
-            self._loop(obs, history, queue, worker, report, dt, until)
+            restore = raise_priority() if cfg.realtime else None
+            try:
+                self._loop(obs, history, queue, worker, report, dt, until)
+            finally:
+                if restore is not None:
+                    restore()
         except ShieldFault as exc:
             report.reason, report.detail = "fault", f"measured state: {exc}"
         except FaultError as exc:
@@ -297,6 +306,18 @@ class Executor:
         except HalError:
             pass
         return backend.state in (State.CONNECTED, State.FAULTED, State.DISCONNECTED)
+
+
+def raise_priority() -> Callable[[], None] | None:
+    """SCHED_FIFO for the calling (control) thread, as real-time robot drivers run theirs; threads started later
+    would inherit it, so the inference thread is started first. Returns the undo, or None where not permitted."""
+    try:
+        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+    except (AttributeError, OSError) as exc:
+        log.info("executor: real-time priority not available (%s); running at normal priority", exc)
+        return None
+    return lambda: os.sched_setscheduler(0, policy, param)
 
 
 def _stack(history: deque) -> dict[str, np.ndarray]:

@@ -33,3 +33,5 @@ def add_executor_arguments(p: argparse.ArgumentParser) -> None:
                    help="how a new chunk joins the one running: replace, or temporal ensembling")
     p.add_argument("--replan", choices=["fixed", "adaptive"], default="fixed",
                    help="plan every n_action_steps (fixed) or as the measured latency requires (adaptive)")
+    p.add_argument("--realtime", action="store_true",
+                   help="run the control loop at real-time priority (SCHED_FIFO) where permitted")

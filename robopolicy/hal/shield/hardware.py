@@ -28,7 +28,8 @@ class ShieldOptions:
     stays inside the hard limits (measured states fault only beyond those, and velocities only beyond
     ``1 + velocity_tolerance`` times theirs: estimates are noisy, and the simulated Panda's PD controller
     overshoots commanded rates by up to ~12 % at 20 Hz). ``min_distance`` (m): closer geom pairs count as
-    colliding. ``rates``: the velocity, acceleration and jerk stages.
+    colliding. ``workspace_margin`` (m) shrinks the workspace box for commands in the same way (a lagging or
+    overshooting arm stays inside the file's box). ``rates``: the velocity, acceleration and jerk stages.
     """
 
     margin: float = 0.05
@@ -41,6 +42,7 @@ class ShieldOptions:
     fallback: str = "decelerate"
     measured_tolerance: float = 0.01
     velocity_tolerance: float = 0.25
+    workspace_margin: float = 0.03
 
     @classmethod
     def joint_only(cls) -> ShieldOptions:
@@ -84,10 +86,12 @@ def build_shield(spec: HardwareSpec, options: ShieldOptions | None = None) -> Sh
         raise ConfigError(f"{spec.path or spec.name}: control_mode: the shield works in joint space; expected "
                           f"joint_position or joint_velocity, got {spec.control_mode!r}")
     try:
+        lower, upper = np.array(spec.workspace.lower), np.array(spec.workspace.upper)
+        m = options.workspace_margin
         config = ShieldConfig(
             joint_limits(spec, options.margin, options.rates, options.rate_margin), control_mode=spec.control_mode,
-            workspace=Workspace(np.array(spec.workspace.lower), np.array(spec.workspace.upper))
-            if options.workspace else None,
+            workspace=Workspace(lower + m, upper - m) if options.workspace else None,
+            hard_workspace=Workspace(lower, upper) if options.workspace else None,
             collision=options.collision, qp=options.qp, fallback=options.fallback,  # type: ignore[arg-type]
             gripper=spec.gripper, measured_tolerance=options.measured_tolerance,
             hard_velocity=np.array(spec.limits.velocity), velocity_tolerance=options.velocity_tolerance,

@@ -40,7 +40,8 @@ class ShieldConfig:
     ``measured_tolerance``: how far (rad; metres for the workspace) a measured state may sit beyond a hard limit
     before it is a fault (sensor noise). ``hard_velocity``: the velocity a measured state faults beyond, when
     commands are held to a tighter ``limits.velocity`` (default: the same); ``velocity_tolerance`` (a fraction)
-    allows for velocity estimates and a joint controller's tracking overshoot on top of it.
+    allows for velocity estimates and a joint controller's tracking overshoot on top of it. ``hard_workspace``:
+    the box a measured end effector faults outside of, when commands are held to a smaller ``workspace``.
     """
 
     limits: JointLimits
@@ -54,6 +55,7 @@ class ShieldConfig:
     measured_tolerance: float = 0.01
     hard_velocity: np.ndarray | None = None
     velocity_tolerance: float = 0.01
+    hard_workspace: Workspace | None = None
 
     def __post_init__(self) -> None:
         if self.control_mode not in ("joint_position", "joint_velocity"):
@@ -148,11 +150,12 @@ class Shield:
             if len(fast):
                 j = int(fast[0])
                 raise ShieldFault(f"measured joint {j} moves at {v[j]:.4f} rad/s, beyond its limit {v_max[j]:.4f}")
-        if self.config.workspace is not None and self.shadow is not None:
+        box = self.config.hard_workspace or self.config.workspace
+        if box is not None and self.shadow is not None:
             ee = self.shadow.ee_position(q)
-            if not self.config.workspace.contains(ee, tol):
+            if not box.contains(ee, tol):
                 raise ShieldFault(f"measured end effector at {np.round(ee, 4).tolist()} m is outside the workspace "
-                                  f"{self.config.workspace.lower.tolist()} .. {self.config.workspace.upper.tolist()}")
+                                  f"{box.lower.tolist()} .. {box.upper.tolist()}")
 
     def reset(self, position: np.ndarray) -> None:
         """Start an episode at rest at the measured position (checked first); clears the episode counts."""
@@ -199,37 +202,41 @@ class Shield:
         for name in stages.enabled_bounds(self.limits):
             cmd = _noted(note, name, stages.clip_stage(name)(cmd, last, self.limits))
         wish = cmd
+        verified: set[str] = set()  # the geometric limits already checked on `cmd` as it is now
         if self.config.workspace is not None:
             c = workspace_stage(cmd, last, self.shadow, self.config.workspace)  # type: ignore[arg-type]
             if not note("workspace", c):
                 return self._fallback(last, interventions)
-            cmd = c.command
+            cmd, verified = c.command, {"workspace"}
         if self.config.collision:
             c = collision_stage(cmd, last, self.shadow)  # type: ignore[arg-type]
             if not note("collision", c):
                 return self._fallback(last, interventions)
-            cmd = c.command
-        if self.config.qp and self.violations(cmd, last):
+            cmd, verified = c.command, (verified if c.amount == 0 else set()) | {"collision"}
+        broken = self.violations(cmd, last, skip=verified)
+        if broken and self.config.qp:
             # the sequential corrections broke an earlier limit: project the wish onto all of them at once
             lo, hi = stages.feasible_box(self.limits, last)
             c = qp_stage(wish, last, lo, hi, self.shadow, self.config.workspace, self.config.qp_gamma)
             if not note(f"qp[{solver_name(self.config.workspace)}]", c):
                 return self._fallback(last, interventions)
             cmd = c.command
-        broken = self.violations(cmd, last)
+            broken = self.violations(cmd, last)
         if broken:
             interventions.append(Intervention("check", float("inf"), "broken: " + ", ".join(broken)))
             return self._fallback(last, interventions)
         return cmd, interventions, None
 
-    def violations(self, q: np.ndarray, last: Motion) -> list[str]:
-        """Every enabled limit ``q`` breaks (joint intervals, workspace, collision); empty when it is safe."""
+    def violations(self, q: np.ndarray, last: Motion, skip: set[str] | frozenset = frozenset()) -> list[str]:
+        """Every enabled limit ``q`` breaks (joint intervals, workspace, collision); empty when it is safe.
+        ``skip``: geometric limits a stage has just verified on this very ``q``."""
         broken = stages.joint_violations(q, last, self.limits)
         if broken == ["schema"]:
             return broken
-        if self.config.workspace is not None and not self.config.workspace.contains(self.shadow.ee_position(q)):
+        if (self.config.workspace is not None and "workspace" not in skip
+                and not self.config.workspace.contains(self.shadow.ee_position(q))):  # type: ignore[union-attr]
             broken.append("workspace")
-        if self.config.collision and self.shadow.contacts(q):  # type: ignore[union-attr]
+        if self.config.collision and "collision" not in skip and self.shadow.contacts(q):  # type: ignore[union-attr]
             broken.append("collision")
         return broken
 
