@@ -9,7 +9,6 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'robo
 
 from robopolicy.sim import make_vector_env  # noqa: E402
 from robopolicy.sim.ray_vector import RayVectorEnv  # noqa: E402
-from robopolicy.specs import ConfigError  # noqa: E402
 
 N_ENVS = 3  # split 2 + 1 over two workers: groups of unequal size
 
@@ -38,10 +37,12 @@ def assert_same(a, b, path="") -> None:
         np.testing.assert_array_equal(a, b, err_msg=path)
 
 
-def test_ray_env_matches_local_across_episode_ends(local_ray) -> None:
-    # push_puck truncates after 200 steps = 25 chunks of 8: 30 chunks cross one autoreset
-    ray_env = make_vector_env("push_puck", N_ENVS, backend="ray", ray_workers=2)
-    local_env = make_vector_env("push_puck", N_ENVS)
+@pytest.mark.parametrize("same_step", [False, True], ids=["next-step-autoreset", "same-step-autoreset"])
+def test_ray_env_matches_local_across_episode_ends(local_ray, same_step: bool) -> None:
+    # push_puck truncates after 200 steps = 25 chunks of 8: 30 chunks cross one autoreset; with same-step
+    # autoreset the final observations and infos come in info["final_obs"] / info["final_info"]
+    ray_env = make_vector_env("push_puck", N_ENVS, backend="ray", ray_workers=2, same_step_autoreset=same_step)
+    local_env = make_vector_env("push_puck", N_ENVS, same_step_autoreset=same_step)
     try:
         assert ray_env.metadata["ray_workers"] == 2
         assert ray_env.metadata["autoreset_mode"] == local_env.metadata["autoreset_mode"]
@@ -57,6 +58,8 @@ def test_ray_env_matches_local_across_episode_ends(local_ray) -> None:
             for name, x, y in zip(("obs", "reward", "terminated", "truncated", "info"), got, want):
                 assert_same(x, y, name)
             episode_ends += int(np.sum(got[2] | got[3]))
+            if same_step and got[3].any():
+                assert got[4]["_final_obs"].tolist() == got[3].tolist()
         assert episode_ends == N_ENVS  # every env ended (and was reset) once, as locally
         assert ray_env.call("n_obs_steps") == local_env.call("n_obs_steps")
     finally:
@@ -78,5 +81,3 @@ def test_partial_reset_and_bad_actions(local_ray) -> None:
             env.step(np.zeros((2, *env.single_action_space.shape), np.float32))
     finally:
         env.close()
-    with pytest.raises(ConfigError, match="vector_backend: expected 'local' or 'ray'"):
-        make_vector_env("push_puck", 2, backend="mpi")

@@ -27,9 +27,17 @@ class RolloutConfig:
     n_envs: int = 8
     n_decisions: int = 25  # decisions (chunks) per env and iteration
     asynchronous: bool = False  # AsyncVectorEnv worker processes (slower than sync on 2 cores)
+    # "ray": the envs live in Ray actors (robopolicy/sim/ray_vector.py, docs/distributed.md), on a local Ray or
+    # the cluster at ray_address ("auto": the one this node joined); ray_workers defaults to one per Ray CPU
+    vector_backend: str = "local"
+    ray_workers: int | None = None
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         _require(self.n_envs >= 1, "rollout.n_envs", ">= 1", self.n_envs)
+        _require(self.vector_backend in ("local", "ray"), "rollout.vector_backend", "'local' or 'ray'",
+                 self.vector_backend)
+        _require(self.ray_workers is None or self.ray_workers >= 1, "rollout.ray_workers", ">= 1", self.ray_workers)
         _require(self.n_decisions >= 1, "rollout.n_decisions", ">= 1", self.n_decisions)
 
 

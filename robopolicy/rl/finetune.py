@@ -220,7 +220,8 @@ class Finetuner:
         cfg, p = self.config, self.progress
         horizons = {"n_obs_steps": self.policy.config.n_obs_steps, "n_action_steps": self.policy.config.n_action_steps}
         env = make_vector_env(self.task, cfg.rollout.n_envs, asynchronous=cfg.rollout.asynchronous,
-                              same_step_autoreset=True, **horizons)
+                              same_step_autoreset=True, backend=cfg.rollout.vector_backend,
+                              ray_workers=cfg.rollout.ray_workers, ray_address=cfg.rollout.ray_address, **horizons)
         eval_env = make_vector_env(self.task, min(cfg.eval.n_envs, cfg.eval.n_episodes), **horizons)
         collector = Collector(env, self.policy, self.algorithm)
         self.out_dir.mkdir(parents=True, exist_ok=True)

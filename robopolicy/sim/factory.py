@@ -91,10 +91,9 @@ def make_vector_env(
     the RL collector (``robopolicy.rl.collector``) needs it.
     """
     task = load_task(task) if isinstance(task, str) else task
-    if same_step_autoreset and backend != "local":
-        raise ConfigError(f"vector_backend: same-step autoreset needs the local backend, got {backend!r}")
     if backend == "ray":
-        return _ray_vector_env(task, n_envs, ray_workers, ray_address, asynchronous=asynchronous, **kwargs)
+        return _ray_vector_env(task, n_envs, ray_workers, ray_address, asynchronous=asynchronous,
+                               same_step_autoreset=same_step_autoreset, **kwargs)
     if backend != "local":
         raise ConfigError(f"vector_backend: expected 'local' or 'ray', got {backend!r}")
     fns = [partial(make_env, task, **kwargs) for _ in range(n_envs)]
