@@ -145,6 +145,14 @@ def main() -> None:
     rate = results["remote_command_rate"]
     print(f"\nremote link, sustained shielded commands on localhost: {rate['commands_per_s']:.0f}/s "
           f"({rate['commands']} in {rate['seconds']:.1f} s, faults: {rate['faults'] or 'none'})")
+    # the shield per stage and the executor's loop at 10, 50, 200 Hz (scripts/bench_shield.py; the adversarial
+    # run lives there too)
+    from bench_shield import loop_jitter, print_loop, print_shield, shield_latency
+
+    results["shield"] = shield_latency(spec, args.iters)
+    print_shield(results["shield"])
+    results["executor_loop"] = loop_jitter(spec, [10.0, 50.0, 200.0], args.seconds)
+    print_loop(results["executor_loop"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, results, indent=1)
