@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'robopolicy[dist]')")
 
@@ -81,3 +82,21 @@ def test_partial_reset_and_bad_actions(local_ray) -> None:
             env.step(np.zeros((2, *env.single_action_space.shape), np.float32))
     finally:
         env.close()
+
+
+def test_finetuning_on_ray_rollouts_matches_local_rollouts(local_ray, tmp_path) -> None:
+    """The whole fine-tuning iteration (rollouts, GAE, PPO update) is the same with the envs in Ray actors."""
+    from robopolicy.rl.finetune import TIMING_COLUMNS, finetune
+    from robopolicy.train.runlog import read_log
+    from tests.test_rl_finetune import tiny_config, tiny_policy
+
+    checkpoint = str(tiny_policy().save(tmp_path / "bc"))
+    runs = {backend: finetune(tiny_config(tmp_path / backend, iterations=1, **{"rollout.vector_backend": backend,
+                                                                             "rollout.ray_workers": 2}), checkpoint)
+            for backend in ("local", "ray")}
+    rows = {backend: read_log(run.out_dir / "log.csv") for backend, run in runs.items()}
+    assert rows["ray"][-1]["env_steps"] > 0
+    assert [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows["ray"]] == \
+        [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows["local"]]
+    for (name, x), (_, y) in zip(runs["local"].policy.state_dict().items(), runs["ray"].policy.state_dict().items()):
+        assert torch.equal(x, y), name
