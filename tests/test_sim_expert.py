@@ -44,7 +44,7 @@ def test_collect_fast_task_into_zarr(tmp_path):
     report = collect(recipe)
     assert report["kept"] == 3 and report["success_rate"] == 1.0
     rb = ReplayBuffer.open(tmp_path / "d.zarr")
-    assert rb.n_episodes == 3 and set(rb.keys) == {"state", "action", "reward"}
+    assert rb.n_episodes == 3 and set(rb.keys) == {"state", "action", "reward", "states"}  # states: replayable
     episode = rb.get_episode(0)
     assert episode["state"].shape[1:] == (6,) and episode["action"].shape[1:] == (2,)
     assert np.isfinite(episode["action"]).all()

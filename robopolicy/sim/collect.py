@@ -1,10 +1,10 @@
 """Demonstration collection from ``datasets/*.toml`` recipes.
 
-Fast tasks write a zarr ``ReplayBuffer`` directly. robosuite tasks go the way real robosuite data goes:
-episodes are recorded through robosuite's ``DataCollectionWrapper`` and gathered into its raw
-``demo.hdf5`` (states + actions), observations are rebuilt by replaying the states (robomimic's
-``dataset_states_to_obs``, optionally in an image variant of the task) into a robomimic-style hdf5, and
-that file is converted to zarr with ``robopolicy.data.convert``.
+Fast tasks write a zarr ``ReplayBuffer`` directly (with the simulator ``states``, so observations can be
+replayed later). robosuite tasks go the way real robosuite data goes: episodes are recorded through
+robosuite's ``DataCollectionWrapper`` and gathered into its raw ``demo.hdf5`` (states + actions), and
+observations are rebuilt by replaying the states (``robopolicy.data.regenerate``, robomimic's
+``dataset_states_to_obs``, optionally in an image variant of the task) into the zarr store.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
 
 def _expert(recipe: Recipe, task: TaskSpec):
     if recipe.expert == "ppo":
-        from robopolicy.rl.ppo import PPOExpert
+        from robopolicy.sim.experts.ppo_agent import PPOExpert
 
         return PPOExpert.load(recipe.checkpoint, **recipe.expert_kwargs)
     from robopolicy.sim.experts import make_expert
@@ -67,15 +67,19 @@ def _expert(recipe: Recipe, task: TaskSpec):
 
 
 def _rollout(env, expert, seed: int, keys: list[str]) -> tuple[dict[str, np.ndarray], bool]:
-    """One episode; returns per-step observations (before each action), actions, rewards and success."""
+    """One episode; returns per-step observations (before each action), actions, rewards and success, and the
+    simulator ``states`` at each observation where the env can record them (observations can be replayed)."""
     obs, _ = env.reset(seed=seed)
     expert.reset(seed=seed)
-    steps: dict[str, list] = {k: [] for k in [*keys, "action", "reward"]}
+    sim = env.unwrapped if hasattr(env.unwrapped, "get_state") else None
+    steps: dict[str, list] = {k: [] for k in [*keys, "action", "reward", *(["states"] if sim else [])]}
     success, done = False, False
     while not done:
         action = np.asarray(expert.act(obs), dtype=np.float32)
         for k in keys:
             steps[k].append(obs[k])
+        if sim is not None:
+            steps["states"].append(sim.get_state())
         steps["action"].append(action)
         obs, reward, terminated, truncated, info = env.step(action)
         steps["reward"].append(np.float32(reward))
@@ -158,31 +162,10 @@ def gather_robosuite_hdf5(episode_dirs: list[Path], out: Path, env_name: str, en
     return n
 
 
-def add_observations(raw: Path, out: Path, obs_task: TaskSpec) -> None:
-    """Replay each demo's states in ``obs_task``'s env and write a robomimic-style hdf5 with ``obs/``."""
-    import h5py
-
-    env = make_base_env(obs_task)
-    robosuite_env = env.unwrapped
-    with h5py.File(raw, "r") as src, h5py.File(out, "w") as dst:
-        data = dst.create_group("data")
-        for k, v in src["data"].attrs.items():
-            data.attrs[k] = v
-        for name in tqdm(sorted(src["data"], key=lambda n: int(n.split("_")[1])), desc="replay states", unit="demo"):
-            states = src[f"data/{name}/states"][()]
-            env.reset(seed=0)
-            frames = [robosuite_env.observe_state(s) for s in states]
-            demo = data.create_group(name)
-            demo.create_dataset("actions", data=src[f"data/{name}/actions"][()].astype(np.float32))
-            demo.create_dataset("states", data=states)
-            for key in obs_task.obs_keys:
-                demo.create_dataset(f"obs/{key}", data=np.stack([f[key] for f in frames]))
-    env.close()
-
-
 def collect_robosuite(recipe: Recipe, task: TaskSpec, out: Path) -> dict[str, Any]:
-    """robosuite path: record raw demos, gather ``demo.hdf5``, rebuild observations, convert to zarr."""
-    from robopolicy.data.convert import convert
+    """robosuite path: record raw demos, gather ``demo.hdf5``, rebuild observations from its states into zarr."""
+    from robopolicy.data.regenerate import regenerate
+    from robopolicy.sim.state_obs import StateObserver
 
     work = out.with_suffix(".raw")
     shutil.rmtree(work, ignore_errors=True)
@@ -198,11 +181,13 @@ def collect_robosuite(recipe: Recipe, task: TaskSpec, out: Path) -> dict[str, An
     info = {"env_name": task.env.id, "task": task.name, **task.env.kwargs,
             "controller_configs": load_composite_controller_config(robot=robot)}
     gather_robosuite_hdf5(sorted(episodes_dir.iterdir()), raw, task.env.id, info)
-    processed = work / "demo_obs.hdf5"
-    add_observations(raw, processed, load_task(recipe.obs_task) if recipe.obs_task else task)
-    convert(processed, out, overwrite=True)
+    observer = StateObserver(load_task(recipe.obs_task) if recipe.obs_task else task)
+    try:
+        *_, replay = regenerate(raw, out, observer, overwrite=True, provenance={"replayed_with": observer.versions})
+    finally:
+        observer.close()
     tally["raw_hdf5"] = str(raw)
-    tally["robomimic_hdf5"] = str(processed)
+    tally["replay"] = replay.as_dict()
     return tally
 
 

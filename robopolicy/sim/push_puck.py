@@ -79,6 +79,21 @@ class PushPuckEnv(gym.Env):
             obs["image"] = render(self._obs_renderer, self.data, "top")
         return obs
 
+    def get_state(self) -> np.ndarray:
+        """The full MuJoCo integration state (time, qpos, qvel, ctrl, mocap goal, ...), for recording demos."""
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state = np.empty(mujoco.mj_stateSize(self.model, spec))
+        mujoco.mj_getState(self.model, self.data, state, spec)
+        return state
+
+    def observe_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        """Observations for a state from :meth:`get_state`: robomimic's states-to-observations replay."""
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        mujoco.mj_setState(self.model, self.data, np.asarray(state, dtype=np.float64), spec)
+        self._goal = self.data.mocap_pos[0, :2].copy()
+        mujoco.mj_forward(self.model, self.data)
+        return self._obs()
+
     # -- gym API ----------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)

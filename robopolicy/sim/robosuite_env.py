@@ -50,7 +50,7 @@ class RobosuiteEnv(gym.Env):
 
         self.specs = obs
         cameras = [o.key.removesuffix(_IMAGE_SUFFIX) for o in obs if o.kind == "rgb"]
-        size = obs[[o.kind for o in obs].index("rgb")].shape[0] if cameras else 84
+        sizes = [o.shape[:2] for o in obs if o.kind == "rgb"] or [(84, 84)]  # (height, width) per camera
         self.env = robosuite.make(
             env_name,
             robots=robots,
@@ -58,8 +58,8 @@ class RobosuiteEnv(gym.Env):
             has_offscreen_renderer=bool(cameras) or render_mode is not None,
             use_camera_obs=bool(cameras),
             camera_names=cameras or "agentview",
-            camera_heights=size,
-            camera_widths=size,
+            camera_heights=[h for h, _ in sizes],
+            camera_widths=[w for _, w in sizes],
             control_freq=control_freq,
             ignore_done=True,
             hard_reset=False,

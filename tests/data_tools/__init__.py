@@ -44,25 +44,28 @@ def run_tool(script: str, *args: str, python: Path | None = None) -> None:
 
 
 def run_cli(*argv: str) -> int:
-    """Run the data sub-commands as the main CLI does: DataError -> exit code 2."""
+    """Run the data sub-commands as the main CLI does: DataError, ConfigError -> exit code 2."""
     from robopolicy.data.cli import register
     from robopolicy.errors import DataError
+    from robopolicy.specs import ConfigError
 
     parser = argparse.ArgumentParser(prog="robopolicy")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(argv))
     try:
         return args.func(args)
-    except DataError as exc:
+    except (DataError, ConfigError) as exc:
         print(f"error: {exc}")
         return 2
 
 
-def convert_fails(tmp_path: Path, capsys: pytest.CaptureFixture, src: Path, *expected: str, extra: tuple = ()) -> str:
-    """`robopolicy convert SRC tmp/out/dst.zarr` must exit 2, print every `expected` text and leave nothing behind."""
+def convert_fails(tmp_path: Path, capsys: pytest.CaptureFixture, src: Path, *expected: str, extra: tuple = (),
+                  command: tuple = ("convert",)) -> str:
+    """`robopolicy convert SRC tmp/out/dst.zarr` (or another `command` taking SRC DST) must exit 2, print every
+    `expected` text and leave nothing behind."""
     out_dir = tmp_path / "out"
     out_dir.mkdir(exist_ok=True)
-    assert run_cli("convert", str(src), str(out_dir / "dst.zarr"), "--no-progress", *extra) == 2
+    assert run_cli(*command, str(src), str(out_dir / "dst.zarr"), "--no-progress", *extra) == 2
     message = capsys.readouterr().out
     for text in expected:
         assert text in message, message

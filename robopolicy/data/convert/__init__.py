@@ -1,7 +1,7 @@
 """Format registry, auto-detection and the convert pipeline (read → check → write to a temp path → verify → rename)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,15 +108,18 @@ def convert(
     progress: bool = True,
     options: dict[str, Any] | None = None,
     recipe: str | Path | None = None,
+    wrap: Callable[[Source], Source] | None = None,
 ) -> tuple[Summary, Summary]:
-    """Convert `src` to `dst`; return (source summary, written summary). Nothing is left at `dst` on error."""
+    """Convert `src` to `dst`; return (source summary, written summary). Nothing is left at `dst` on error.
+    `wrap` transforms the opened source before it is read (observations regenerated from states)."""
     src, dst = Path(src), Path(dst)
     out_fmt = output_format(dst, dst_format)
     if dst.exists() and not overwrite:
         raise DataError(dst, None, "destination exists; pass --overwrite to replace it")
     if dst.exists() and dst.resolve() == src.resolve():
         raise DataError(dst, None, "destination is the source")
-    with open_source(src, src_format, filter_key, recipe) as source:
+    with open_source(src, src_format, filter_key, recipe) as opened:
+        source = wrap(opened) if wrap is not None else opened
         src_summary = source.summary()
         tally = _Tally()
         with atomic_output(dst, overwrite=overwrite) as tmp:
