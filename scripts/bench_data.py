@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from robopolicy.data.loader import make_loader
 from robopolicy.data.replay_buffer import ReplayBuffer
-from robopolicy.data.sampler import SequenceDataset, make_loader
+from robopolicy.data.sampler import SequenceDataset
 
 N_OBS, HORIZON = 2, 16
 

@@ -50,3 +50,14 @@ class RunningStats:
         if self.m2 is None:
             raise ValueError("no data: update() was never given a row")
         return np.sqrt(self.m2 / self.count)
+
+
+def key_stats(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-dimension float32 min/max/mean/std over the leading axis: the statistics of one key that
+    `Policy.fit_normalizer` takes, computed one way for every dataset (and without a float64 copy of it)."""
+    acc = RunningStats()
+    acc.update(values)
+    if acc.min is None or acc.max is None or acc.mean is None:
+        raise ValueError("no data: statistics of an empty array")
+    return {"min": acc.min.astype(np.float32), "max": acc.max.astype(np.float32),
+            "mean": acc.mean.astype(np.float32), "std": acc.std.astype(np.float32)}

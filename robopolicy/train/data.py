@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from robopolicy.specs import ConfigError, PolicyConfig, TrainConfig
 from robopolicy.train.toy import BimodalToyDataset
@@ -95,11 +95,3 @@ class StepBatchSampler(Sampler[list[int]]):
             yield order[start:start + per_rank].tolist()
             step += 1
 
-
-def train_loader(dataset: Dataset, sampler: StepBatchSampler, num_workers: int, pin_memory: bool) -> DataLoader:
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0)
-
-
-def val_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from robopolicy.data.running_stats import key_stats
 from robopolicy.specs import ActionSpec, BackboneConfig, HeadConfig, ObsSpec, PolicyConfig
 
 STATE_KEY = "state"
@@ -38,7 +39,8 @@ class BimodalToyDataset(Dataset):
     def __len__(self) -> int:
         return len(self.action)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int | list[int]) -> dict[str, Any]:
+        """One sample, or for a list of indices the batch (what `robopolicy.data.loader.make_loader` fetches)."""
         return {"obs": {STATE_KEY: torch.from_numpy(self.state[i])}, "action": torch.from_numpy(self.action[i])}
 
     def obs_spec(self) -> dict[str, dict[str, Any]]:
@@ -46,11 +48,8 @@ class BimodalToyDataset(Dataset):
 
     def stats(self) -> dict[str, dict[str, np.ndarray]]:
         """Per-dimension min/max/mean/std of "state" and "action" (what `Policy.fit_normalizer` expects)."""
-        out = {}
-        for key, values in ((STATE_KEY, self.state), ("action", self.action)):
-            flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
-            out[key] = {name: getattr(flat, name)(axis=0).astype(np.float32) for name in ("min", "max", "mean", "std")}
-        return out
+        return {key: key_stats(values.reshape(-1, values.shape[-1]))
+                for key, values in ((STATE_KEY, self.state), ("action", self.action))}
 
 
 def mode_coverage(actions: torch.Tensor) -> dict[str, float]:

@@ -36,11 +36,12 @@ from robopolicy.checkpoint import (
     read_policy_config,
     save_checkpoint,
 )
+from robopolicy.data.loader import make_loader
 from robopolicy.distill import distill_policy
 from robopolicy.policy import Policy, load_policy
 from robopolicy.specs import ConfigError, PolicyConfig, RunConfig, to_dict
 from robopolicy.train import distributed, state
-from robopolicy.train.data import StepBatchSampler, build_datasets, check_dataset, train_loader, val_loader
+from robopolicy.train.data import StepBatchSampler, build_datasets, check_dataset
 from robopolicy.train.runlog import RunLog
 
 LATEST, BEST = "latest", "best"
@@ -183,7 +184,8 @@ class Trainer:
         self.policy.eval()
         total, count = 0.0, 0
         with self.ema_weights():
-            for batch in val_loader(self.val_set, self.cfg.batch_size, self.cfg.num_workers):
+            for batch in make_loader(self.val_set, self.cfg.batch_size, shuffle=False,
+                                     num_workers=self.cfg.num_workers):
                 n = len(batch["action"])
                 total += self.policy.loss(batch).item() * n
                 count += n
@@ -214,7 +216,8 @@ class Trainer:
             on_gpu = self.device.type == "cuda"
             model = DistributedDataParallel(self.policy, device_ids=[self.device] if on_gpu else None)
         sampler = StepBatchSampler(len(self.train_set), cfg.batch_size, cfg.seed, p.step, info.rank, info.world_size)
-        batches = iter(train_loader(self.train_set, sampler, cfg.num_workers, self.device.type == "cuda"))
+        batches = iter(make_loader(self.train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                   pin_memory=self.device.type == "cuda", persistent_workers=cfg.num_workers > 0))
         self.log = RunLog(self.out_dir, p.step, cfg.tensorboard) if info.is_main else None
         self.bar = tqdm(total=cfg.steps, initial=p.step, desc="train", dynamic_ncols=True,
                         disable=not (info.is_main and cfg.progress))
