@@ -53,3 +53,26 @@ def test_torque_stays_within_the_limits_on_a_step_command(panda):
     assert np.all(np.abs(obs.torque) <= np.array(spec.limits.torque) + 1e-6)
     panda.hold()
     panda.disarm()
+
+
+@pytest.mark.robosuite
+def test_the_backend_hosts_a_task_scene():
+    pytest.importorskip("robosuite")
+    spec = load_hardware("panda_lift_sim")
+    backend = make_backend(spec)
+    backend.connect()
+    try:
+        first = backend.reset_scene(seed=100_000)
+        assert set(first.extras) == {"object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"}
+        again = backend.reset_scene(seed=100_000)
+        np.testing.assert_allclose(again.extras["object"], first.extras["object"])  # the seed fixes the scene
+        assert first.position.shape == (7,) and np.all(np.isfinite(first.position))
+        backend.arm()
+        for _ in range(3):
+            backend.write(np.array([0, 0, 0.5, 0, 0, 0, -1.0]))  # up, gripper open
+        obs = backend.read()
+        assert obs.extras["robot0_eef_pos"][2] > first.extras["robot0_eef_pos"][2] + 0.01
+        assert obs.ee_position[2] > first.ee_position[2] + 0.01  # the right_hand body, in the base frame
+        assert backend.last_step.info is not None and not backend.last_step.info["is_success"]
+    finally:
+        backend.close()

@@ -80,7 +80,7 @@ class MujocoBackend(Backend):
             from robopolicy.task import load_task
 
             self.env = make_base_env(load_task(self.spec.task), **self.env_kwargs)
-            self._task_obs, _ = self.env.reset()
+            self._task_obs = {}  # reset on first use: a scene reset first to a seed runs as the task's own env does
             sim = self.env.unwrapped.env.sim
             self.model, self.data = sim.model._model, sim.data._data
         else:
@@ -149,7 +149,12 @@ class MujocoBackend(Backend):
         return self.read()
 
     # ------------------------------------------------------------------ I/O
+    def _scene_ready(self) -> None:
+        if self.env is not None and not self._task_obs:
+            self._task_obs, _ = self.env.reset()
+
     def _read(self) -> Observation:
+        self._scene_ready()
         images: dict[str, np.ndarray] = {}
         extras: dict[str, np.ndarray] = {}
         stamps: dict[str, float] = {}
@@ -186,6 +191,7 @@ class MujocoBackend(Backend):
         return render(self._renderers[key], self.data, self.prefix + camera)
 
     def _write(self, command: Command) -> Command:
+        self._scene_ready()
         if self.env is not None:
             self._task_obs, reward, terminated, truncated, info = self.env.step(command.value)
             self.last_step = StepResult(float(reward), bool(terminated), bool(truncated), info)
