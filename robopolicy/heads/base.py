@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -91,6 +92,9 @@ class Head(nn.Module, ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type]
+    # constraint-aware sampling (robopolicy.hal.constrained_sampling): maps each intermediate normalized chunk onto
+    # the constraint set; None (the default) costs one attribute test per step
+    step_projection: Callable[[torch.Tensor], torch.Tensor] | None = None
     params: Any  # an instance of `Params`; subclasses narrow the annotation
 
     def __init__(self, params: dict[str, Any], action_dim: int, horizon: int, cond_dim: int,
@@ -104,6 +108,11 @@ class Head(nn.Module, ABC):
     @property
     def chunk_shape(self) -> tuple[int, int]:
         return (self.horizon, self.action_dim)
+
+    def project_step(self, x: torch.Tensor) -> torch.Tensor:
+        """The chunk after one sampling step, projected by `step_projection` when one is set (as Diffusion
+        Predictive Control with Constraints projects every denoising step); unchanged otherwise."""
+        return x if self.step_projection is None else self.step_projection(x)
 
     @abstractmethod
     def loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

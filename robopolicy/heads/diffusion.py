@@ -88,6 +88,7 @@ class DiffusionHead(Head):
                                         self.params.sampler, self.params.eta)
             if k + 1 < steps and std > 0:
                 x = torch.add(x, noise[:, k + 1], alpha=float(std))
+            x = self.project_step(x)
         return x
 
     # ---- RL hooks ---------------------------------------------------------------------------------------------

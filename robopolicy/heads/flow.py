@@ -88,7 +88,7 @@ class FlowHead(Head):
     def integrate(self, cond: torch.Tensor, x: torch.Tensor, steps: int) -> torch.Tensor:
         """The ODE's end point from x at t = 0 with `steps` steps of the configured integrator."""
         for k in range(steps):
-            x = self._step(x, k / steps, 1.0 / steps, cond)
+            x = self.project_step(self._step(x, k / steps, 1.0 / steps, cond))
         return x
 
     # ---- RL hooks: ReinFlow-style Euler chain with Gaussian exploration noise -------------------------------

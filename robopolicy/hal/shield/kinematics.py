@@ -139,9 +139,24 @@ def scale_back(command: np.ndarray, last: Motion, safe: Callable[[np.ndarray], b
     return Correction(out, float(np.max(np.abs(out - command), initial=0.0)), True, f"step scaled to {lo:.4f}")
 
 
-def workspace_stage(command: np.ndarray, last: Motion, shadow: ShadowModel, box: Workspace) -> Correction:
-    """Keep the end effector inside the workspace box."""
-    return scale_back(command, last, lambda q: box.contains(shadow.ee_position(q)), "outside the workspace")
+def stopping_point(q: np.ndarray, last: Motion, dt: float, acceleration: np.ndarray) -> np.ndarray:
+    """Where the joints would come to rest from ``q`` (reached from ``last.q`` in one period) braking at the
+    acceleration limit: q + v |v| / (2 A)."""
+    v = (q - last.q) / dt
+    return q + v * np.abs(v) / (2.0 * acceleration)
+
+
+def workspace_stage(command: np.ndarray, last: Motion, shadow: ShadowModel, box: Workspace, dt: float | None = None,
+                    acceleration: np.ndarray | None = None) -> Correction:
+    """Keep the end effector inside the workspace box; with ``dt`` and ``acceleration``, also where the arm would
+    stop braking from there (a braking bound, as for joint positions: the box is never entered at a speed that
+    cannot be stopped in time)."""
+    def safe(q: np.ndarray) -> bool:
+        if not box.contains(shadow.ee_position(q)):
+            return False
+        return acceleration is None or box.contains(shadow.ee_position(stopping_point(q, last, dt, acceleration)))
+
+    return scale_back(command, last, safe, "outside the workspace")
 
 
 def collision_stage(command: np.ndarray, last: Motion, shadow: ShadowModel) -> Correction:

@@ -27,6 +27,9 @@ from robopolicy.hal.shield.qp import qp_stage, solver_name
 from robopolicy.hal.shield.stages import Correction, JointLimits, Motion
 
 GRIPPER_RANGE = (-1.0, 1.0)
+# corrections smaller than this (rad) are float round-off (e.g. a float32 round trip), not interventions;
+# the command is still corrected
+MIN_INTERVENTION = 1e-6
 
 
 class ShieldFault(RuntimeError):
@@ -191,7 +194,7 @@ class Shield:
         interventions: list[Intervention] = []
 
         def note(name: str, c: Correction) -> bool:
-            if c.amount > 0 or not c.feasible:
+            if c.amount > MIN_INTERVENTION or not c.feasible:
                 interventions.append(Intervention(name, c.amount, c.note))
             return c.feasible
 
@@ -204,7 +207,8 @@ class Shield:
         wish = cmd
         verified: set[str] = set()  # the geometric limits already checked on `cmd` as it is now
         if self.config.workspace is not None:
-            c = workspace_stage(cmd, last, self.shadow, self.config.workspace)  # type: ignore[arg-type]
+            c = workspace_stage(cmd, last, self.shadow, self.config.workspace,  # type: ignore[arg-type]
+                                self.limits.dt, self.limits.acceleration)
             if not note("workspace", c):
                 return self._fallback(last, interventions)
             cmd, verified = c.command, {"workspace"}
