@@ -29,12 +29,12 @@ from robopolicy.specs import ConfigError
 
 @pytest.fixture(scope="module")
 def spec():
-    # 100 Hz: the stale and latency limits (5 periods) are 50 ms, so fault tests stay fast
     return dataclasses.replace(load_hardware("panda_sim"), control_rate_hz=100.0)
 
 
-def armed(spec, **kwargs) -> MockBackend:
-    backend = MockBackend(spec, **kwargs)
+def armed(spec, stale_periods: float = 100.0, latency_periods: float = 100.0, **kwargs) -> MockBackend:
+    """Armed mock; the fault limits default to 1 s, so a loaded machine's stalls fault only the fault tests."""
+    backend = MockBackend(spec, stale_periods=stale_periods, latency_periods=latency_periods, **kwargs)
     backend.connect()
     backend.arm()
     return backend
@@ -155,13 +155,13 @@ def test_estop_from_a_signal_handler_then_recover(spec):
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_every_injected_fault_ends_with_the_arm_held(spec, fault):
-    backend = armed(spec)
+    backend = armed(spec, stale_periods=20, latency_periods=20)  # 200 ms
     home = np.array(spec.home)
     backend.write(home)
     backend.read()
-    backend.inject(fault, seconds=0.1)
+    backend.inject(fault, seconds=0.3)
     if fault == "dropped_feedback":
-        time.sleep(0.08)  # older than 5 periods (50 ms)
+        time.sleep(0.3)  # older than 20 periods
     with pytest.raises(FaultError) as info:
         backend.write(home) if fault == "latency" else backend.read()
     expected = {"dropped_feedback": FaultKind.DROPPED_FEEDBACK, "latency": FaultKind.LATENCY,
