@@ -14,7 +14,7 @@ pytest.importorskip("mujoco")
 @pytest.fixture(scope="module")
 def panda():
     spec = load_hardware("panda_sim")
-    backend = make_backend(spec)
+    backend = make_backend(spec, latency_periods=40)  # 2 s: software rendering on a loaded CPU is slow
     backend.connect()
     yield backend
     backend.close()
@@ -59,7 +59,7 @@ def test_torque_stays_within_the_limits_on_a_step_command(panda):
 def test_the_backend_hosts_a_task_scene():
     pytest.importorskip("robosuite")
     spec = load_hardware("panda_lift_sim")
-    backend = make_backend(spec)
+    backend = make_backend(spec, latency_periods=40)
     backend.connect()
     try:
         first = backend.reset_scene(seed=100_000)
