@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from robopolicy.eval.chunks import step_chunks
 from robopolicy.eval.stats import summarize, wilson_interval
 from robopolicy.specs import ChunkSpec
 
@@ -105,12 +106,12 @@ def run_episodes(
             with torch.no_grad():
                 chunk = policy.predict_action(_policy_obs(obs, keys, device))
             latencies.append(time.perf_counter() - t0)
-            obs, reward, terminated, truncated, info = env.step(chunk[:, :n_act].detach().cpu().numpy())
-            live = ~done
-            ret[live] += reward[live]
-            length[live] += np.asarray(info["n_steps"])[live]
-            success[live] |= np.asarray(info.get("is_success", np.zeros(n, bool)), bool)[live]
-            done |= terminated | truncated
+            step = step_chunks(env, chunk[:, :n_act].detach().cpu().numpy())
+            obs, live = step.obs, ~done
+            ret[live] += step.reward[live]
+            length[live] += step.n_steps[live]
+            success[live] |= step.success[live]
+            done |= step.terminated | step.truncated
         episodes += [
             Episode(policy_seed, s, bool(success[i]), float(ret[i]), int(length[i])) for i, s in enumerate(seeds)
         ]
