@@ -60,7 +60,7 @@ def _check(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from robopolicy.hal import link
     from robopolicy.hal.backend import make_backend
-    from robopolicy.hal.server import run_server
+    from robopolicy.hal.server import RobotServer
     from robopolicy.hal.spec import load_hardware
     from robopolicy.specs import ConfigError
 
@@ -69,17 +69,19 @@ def _serve(args: argparse.Namespace) -> int:
     if name == "remote":
         raise ConfigError(f"{spec.path}: backend.name: serve drives a local backend (--backend mock|mujoco|replay)")
     key = link.load_key(args.key_file, args.key_env)
-    from robopolicy.hal.server import RobotServer
-
     server = RobotServer(make_backend(spec, name), f"tcp://{args.host}:{args.port}", key=key,
                          insecure_localhost=args.insecure_localhost, heartbeat_misses=args.heartbeat_misses)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"serving {spec.name} ({name} backend) on tcp://{args.host}:{args.port}; "
-          f"{'UNAUTHENTICATED (insecure localhost)' if key is None else 'clients must hold the shared key'}",
-          flush=True)
-    run_server(server, stop, args.duration)
+    try:
+        address = server.start()
+        print(f"serving {spec.name} ({name} backend) on {address}; "
+              f"{'UNAUTHENTICATED (insecure localhost)' if key is None else 'clients must hold the shared key'}",
+              flush=True)
+        server.serve(stop, args.duration)
+    finally:
+        server.close()  # the arm ends held and disarmed
     print(json.dumps(dict(server.stats)), flush=True)
     return 0
 

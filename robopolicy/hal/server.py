@@ -76,11 +76,15 @@ class RobotServer:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_bytes + 64 * 1024)  # libzmq drops peers beyond this
         sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        if self.address.endswith(":0"):
-            port = sock.bind_to_random_port(self.address.rsplit(":", 1)[0])
-            self.address = f"{self.address.rsplit(':', 1)[0]}:{port}"
-        else:
-            sock.bind(self.address)
+        try:
+            if self.address.endswith(":0"):
+                port = sock.bind_to_random_port(self.address.rsplit(":", 1)[0])
+                self.address = f"{self.address.rsplit(':', 1)[0]}:{port}"
+            else:
+                sock.bind(self.address)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            raise ConfigError(f"{self.address}: cannot bind ({exc})") from exc
         self._socket = sock
         if self.backend.state is State.DISCONNECTED:
             self.backend.connect()
@@ -238,11 +242,3 @@ class RobotServer:
             self._controller = None
             self.backend.report_fault(FaultKind.LINK_LOST, f"no message from the controlling client for {silent:.3f} s")
 
-
-def run_server(server: RobotServer, stop: threading.Event | None = None, duration: float | None = None) -> None:
-    """Start, serve until stopped, close (the arm ends held and disarmed)."""
-    server.start()
-    try:
-        server.serve(stop, duration)
-    finally:
-        server.close()
