@@ -139,7 +139,7 @@ def summarize(rows: list[dict[str, Any]], raw_rate: float) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/bench_finetune")
-    parser.add_argument("--iterations", type=int, default=400, help="iterations per row (same env-step budget)")
+    parser.add_argument("--iterations", type=int, default=250, help="iterations per row (same env-step budget)")
     parser.add_argument("--rows", default=",".join(r.name for r in ROWS), help="comma-separated row names")
     parser.add_argument("--quick", action="store_true", help="tiny budget: checks every stage runs")
     args = parser.parse_args()
