@@ -16,8 +16,8 @@ ratio within a round. Inference is timed per chunk (batch 1, from a 2-frame hist
 each library's per-step `select_action` runs it (the replanning step and the slowest other step). Peak memory
 is each process's peak resident set (and, on CUDA, peak allocated memory).
 
-    .venv/bin/python scripts/compare_peers.py [--batch-size 32] [--train-steps 12] [--repeats 10] [--threads 1]
-        [--down-dims 64,128,256] [--episodes 12] [--device cpu] [--out runs/peers]
+    .venv/bin/python scripts/compare_peers.py [--batch-size 32] [--train-steps 12] [--repeats 10] [--loop-rounds 3]
+        [--threads 1] [--down-dims 64,128,256] [--episodes 12] [--device cpu] [--out runs/peers]
 
 Writes OUT/compare_peers.json (every sample and the summary) and prints a table with the ratios.
 """
@@ -46,7 +46,7 @@ PEERS = ROOT / "scripts" / "peers"
 TOOLS_PYTHON = ROOT / ".venv-tools" / "bin" / "python"
 TASK, IMAGE_KEY, STATE_KEY = "push_puck_image", "image", "agent_pos"
 
-# (name, head, params) of the training processes; the first is LeRobot's
+# (name, head, params) of our processes; LeRobot's is LEROBOT
 OURS = [("ours diffusion", "diffusion", {"sampler": "ddpm", "inference_steps": 100}),
         ("ours flow", "flow", {"inference_steps": 1}),
         ("ours consistency", "consistency", {"inference_steps": 1})]
