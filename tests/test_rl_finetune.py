@@ -149,6 +149,21 @@ def test_target_kl_stops_the_whole_update():
     assert stats["kl_stopped"] == 1.0 and 1 <= stats["minibatches"] < 50 * 12
 
 
+def test_bc_regularization_pulls_toward_the_pretrained_chains():
+    policy = tiny_policy()
+    algorithm = build_algorithm("dppo", policy, {"finetune_steps": 2, "bc_coef": 0.5},
+                                AlgorithmContext(4, torch.device("cpu")))
+    batch = _batch(algorithm, n=6)
+    assert batch.store["bc_latents"].shape == batch.store["latents"].shape == (6, 3, 4, 2)
+    from robopolicy.rl.algorithm import Minibatch
+
+    mb = Minibatch(batch.cond, batch.store, torch.tensor([0, 1, 0, 1, 0, 1]), batch.advantages)
+    loss, stats = algorithm.extra_loss(mb)
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(0.5 * stats["bc_loss"], rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for p in algorithm.head.finetuned.net.parameters())
+
+
 # ---- whole iterations, checkpoints, resume ------------------------------------------------------------------
 
 

@@ -44,6 +44,7 @@ class DPPOParams:
     clip_rate: float = 3.0
     learn_std: bool = False  # a trained std replaces the head's (the Gaussian baseline)
     init_std: float = 1.0
+    bc_coef: float = 0.0  # > 0: BC regularization, -log-prob of the pretrained policy's own chains (costs a sample)
 
     def __post_init__(self) -> None:
         clamp = self.log_prob_clamp
@@ -54,6 +55,7 @@ class DPPOParams:
             ("gamma_denoising", 0 < self.gamma_denoising <= 1, "in (0, 1]"),
             ("clip_base", 0 < self.clip_base <= self.clip, f"in (0, clip = {self.clip}]"),
             ("clip", self.clip > 0, "> 0"),
+            ("bc_coef", self.bc_coef >= 0, ">= 0"),
         ])
 
 
@@ -140,13 +142,25 @@ class DPPO(Algorithm):
             log_prob = self._reduced_log_prob(x_next, mean, std).view_as(chain.log_probs)
             self._chain_std = float(std.clamp(min=head.params.min_std).mean())
             actions = self.policy.unnormalize_action(chain.actions)
-        return Decision(actions, {"latents": chain.latents, "log_prob": log_prob})
+        store = {"latents": chain.latents, "log_prob": log_prob}
+        if self.params.bc_coef > 0:  # the frozen pretrained head's own chain: the BC target
+            reference = head.base.sample_chain(cond, steps=head.params.steps)
+            store["bc_latents"] = reference.latents[:, head.first_finetuned_step:]
+        return Decision(actions, store)
 
     def log_ratio(self, batch: Minibatch) -> torch.Tensor:
         old = batch.store["log_prob"]
         chain = Chain(batch.store["latents"], old, first_step=self.head.first_finetuned_step)
         new = self._reduced_log_prob(*self.head.chain_transitions(batch.cond, chain, batch.unit))
         return new - old[torch.arange(old.shape[0], device=old.device), batch.unit]
+
+    def extra_loss(self, batch: Minibatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """BC regularization: the trained steps' -log-probability of the pretrained policy's chains."""
+        if self.params.bc_coef == 0:
+            return super().extra_loss(batch)
+        chain = Chain(batch.store["bc_latents"], batch.store["log_prob"], first_step=self.head.first_finetuned_step)
+        bc_loss = -self._reduced_log_prob(*self.head.chain_transitions(batch.cond, chain, batch.unit)).mean()
+        return self.params.bc_coef * bc_loss, {"bc_loss": float(bc_loss.detach())}
 
     # ---- per-step clipping and discount ---------------------------------------------------------------------
 

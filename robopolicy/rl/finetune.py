@@ -42,8 +42,8 @@ FORMAT = "robopolicy-finetune-state"
 FORMAT_VERSION = 1
 COLUMNS = ["step", "env_steps", "return", "success_rate", "episode_length", "episodes", "eval_success",
            "eval_return", "policy_loss", "value_loss", "approx_kl", "clip_fraction", "ratio_mean", "ratio_max",
-           "explained_variance", "chain_std", "actor_grad_norm", "minibatches", "kl_stopped", "env_steps_per_s",
-           "env_time_s", "policy_time_s", "update_time_s", "elapsed_s"]
+           "explained_variance", "chain_std", "bc_loss", "actor_grad_norm", "minibatches", "kl_stopped",
+           "env_steps_per_s", "env_time_s", "policy_time_s", "update_time_s", "elapsed_s"]
 TIMING_COLUMNS = {"env_steps_per_s", "env_time_s", "policy_time_s", "update_time_s", "elapsed_s"}
 
 
