@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -76,3 +78,11 @@ def test_the_backend_hosts_a_task_scene():
         assert backend.last_step.info is not None and not backend.last_step.info["is_success"]
     finally:
         backend.close()
+
+
+
+def test_realtime_false_turns_off_the_wall_clock_faults():
+    spec = dataclasses.replace(load_hardware("panda_sim"), cameras=[])
+    paced, unpaced = make_backend(spec), make_backend(spec, realtime=False)
+    assert paced.latency_s == pytest.approx(5 * spec.period_s) and paced.stale_s == pytest.approx(5 * spec.period_s)
+    assert unpaced.latency_s == unpaced.stale_s == np.inf

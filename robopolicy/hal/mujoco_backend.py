@@ -17,6 +17,7 @@ paces it in real time. Camera frames use the fast rendering settings (no shadows
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,12 +43,17 @@ class StepResult:
 
 class MujocoBackend(Backend):
     """Simulated robot. ``kp``/``kd``: PD gains (Nm/rad, Nm s/rad) of the bare robot's joint controller.
-    ``prefix``: what the task's scene puts before the hardware file's joint and body names (robosuite: robot0_)."""
+    ``prefix``: what the task's scene puts before the hardware file's joint and body names (robosuite: robot0_).
+    ``realtime=False`` turns off the wall-clock faults (stale feedback, latency) for runs that are not paced in
+    real time, such as an evaluation as fast as the CPU allows."""
 
     name = "mujoco"
 
     def __init__(self, spec: HardwareSpec, kp: float = 400.0, kd: float = 40.0, prefix: str = "",
-                 stale_periods: float = 5.0, latency_periods: float = 5.0, **env_kwargs: Any) -> None:
+                 stale_periods: float = 5.0, latency_periods: float = 5.0, realtime: bool = True,
+                 **env_kwargs: Any) -> None:
+        if not realtime:  # simulated time is decoupled from the wall clock: a slow step is no fault
+            stale_periods = latency_periods = math.inf
         super().__init__(spec, stale_periods=stale_periods, latency_periods=latency_periods)
         if not spec.task and spec.control_mode == "ee_delta":
             raise ConfigError(f"{spec.path or spec.name}: control_mode: the bare mujoco robot takes joint_position "
