@@ -39,12 +39,20 @@ class Row:
 ROWS = [
     Row("dppo_diffusion", "dppo", "diffusion"),
     Row("ppo_scratch", "ppo", "scratch"),
+    Row("fpo_flow", "fpo", "flow"),
+    Row("fpo_mean_flow", "fpo", "flow", ['params.ratio="mean"']),
+    Row("reinflow_flow", "reinflow", "flow"),
+    Row("reinflow_consistency", "reinflow", "consistency"),
+    Row("fpo_energy", "fpo", "energy"),
 ]
 
 # weak BC policies: 20 proficient demos, 1500 steps, an MLP head; 8-step chunks executed whole
 BC_DEMOS, BC_STEPS = 20, 1500
 BC_HEADS: dict[str, dict[str, Any]] = {
     "diffusion": {"name": "diffusion", "params": {"inference_steps": 5, "sampler": "ddim"}},
+    "flow": {"name": "flow", "params": {"inference_steps": 4}},
+    "consistency": {"name": "consistency", "params": {"inference_steps": 2, "ct_total_steps": BC_STEPS}},
+    "energy": {"name": "energy", "params": {"langevin_steps": 30}},
 }
 
 
