@@ -93,7 +93,7 @@ def decode(key: bytes, frames: list[bytes], max_bytes: int = MAX_MESSAGE_BYTES) 
         for (name, dtype, shape), blob in zip(specs, frames[2:-1]):
             if dtype not in _DTYPES:
                 raise ValueError(f"dtype {dtype!r} not allowed")
-            arrays[str(name)] = np.frombuffer(blob, dtype=dtype).reshape([int(s) for s in shape])
+            arrays[str(name)] = np.frombuffer(blob, dtype=dtype).reshape([int(s) for s in shape]).copy()
     except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed message: {exc}") from exc
     return Message(op, session, seq, body, arrays)
