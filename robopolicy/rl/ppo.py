@@ -20,12 +20,7 @@ from tqdm import tqdm
 
 from robopolicy.atomic import write_json
 from robopolicy.nn.normalizer import RunningNorm
-from robopolicy.sim.experts.ppo_agent import (  # PPOExpert: the old import path, until sim/collect.py moves
-    OBS_KEY,
-    Agent,
-    PPOExpert,  # noqa: F401
-    save_agent,
-)
+from robopolicy.sim.experts.ppo_agent import OBS_KEY, Agent, save_agent
 
 
 @dataclass
