@@ -203,6 +203,17 @@ def test_gaussian_ppo_from_scratch_runs(tmp_path):
     assert read_log(result.out_dir / "log.csv")[-1]["env_steps"] == 2 * 4 * 8  # the task's 8-step chunks
 
 
+def test_built_in_recipes_validate():
+    from robopolicy.rl.config import recipe_names
+    from robopolicy.rl.registry import algorithm_class
+    from robopolicy.specs import from_dict
+
+    assert {"push_puck_dppo", "push_puck_ppo", "hopper_dppo"} <= set(recipe_names())
+    for name in recipe_names():
+        config = load_finetune_config(name, [])
+        from_dict(algorithm_class(config.algo).Params, config.params, "algo.params")
+
+
 # ---- bad input ----------------------------------------------------------------------------------------------
 
 
