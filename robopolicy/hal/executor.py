@@ -230,7 +230,7 @@ class Executor:
         cfg = self.config
         # the first plan was made from tick 0's observation, which is `obs`: tick 0 starts now
         t0 = clock()
-        tick, dry, last_request, last_command = 0, 0, 0, None
+        tick, last_fresh, last_request, last_command = 0, -1, 0, None
         while not self._stop.is_set():
             deadline = t0 + tick * dt
             now = clock()
@@ -256,7 +256,7 @@ class Executor:
                 last_request = tick
             action = queue.pop(tick)
             if action is None:
-                dry += 1
+                dry = tick - last_fresh  # control periods, skipped ones included, since the last fresh action
                 report.dry_ticks += 1
                 if dry >= cfg.watchdog_periods:
                     report.reason, report.detail = "watchdog", f"no fresh command for {dry} control periods"
@@ -264,7 +264,7 @@ class Executor:
                 action = self._standstill(last_command)
                 raw = np.full_like(action, np.nan)  # recorded as such: no policy action this tick
             else:
-                dry, raw = 0, action
+                last_fresh, raw = tick, action
             step, _ = self.robot.send(action, deadline + dt)
             last_command = step.command
             if tick > 0:  # tick 0's observation is the one the first plan waited for
