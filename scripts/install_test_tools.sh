@@ -44,6 +44,16 @@ if [ ! -f "$TOOLS_VENV/.robopolicy-peers-v1" ]; then
     touch "$TOOLS_VENV/.robopolicy-peers-v1"
 fi
 
+# robosuite 1.4.1 itself, to replay the demo states with another release than the stack's 1.5.2 (version drift).
+# Measured here: ~260 s (numba, scipy, opencv), 1.3 GB.
+RS141_VENV="$TOOLS_VENV/robosuite-1.4.1"
+if [ ! -f "$RS141_VENV/.robopolicy-robosuite-v1" ]; then
+    python3 -m venv "$RS141_VENV"
+    "$RS141_VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$RS141_VENV/bin/python" -m pip install --quiet "robosuite==1.4.1" "mujoco==3.3.7" "numpy<2" "h5py"
+    touch "$RS141_VENV/.robopolicy-robosuite-v1"
+fi
+
 DEMOS="$TOOLS_CACHE/robosuite-1.4.1"
 if [ ! -f "$DEMOS/lift/demo.hdf5" ]; then
     TMP="$(mktemp -d)"

@@ -8,7 +8,7 @@ import pytest
 
 from robopolicy.data.replay_buffer import ReplayBuffer
 from robopolicy.sim.collect import Recipe, collect
-from tests.data_tools import convert_fails, robosuite_demo, run_cli
+from tests.data_tools import convert_fails, require_robosuite_141, robosuite_demo, run_cli, run_tool
 
 
 @pytest.fixture(scope="module")
@@ -71,20 +71,42 @@ def test_bad_input(tmp_path, push_puck, capsys):
 
 
 @pytest.mark.robosuite
-def test_robosuite_141_demo_states_replay_in_152(tmp_path, capsys):
-    """robosuite's own demo files hold states only: rebuild their observations (robomimic's states-to-obs)."""
+def test_robosuite_versions_agree_on_state_derived_observations(tmp_path, capsys):
+    """robosuite's own Lift demos (states only) replayed by robosuite 1.4.1 give the stored observations of a
+    robomimic-style file; regenerating them with 1.5.2 reports where the two releases differ."""
     import h5py
 
-    src = robosuite_demo("lift")
+    python = require_robosuite_141()
+    demo = robosuite_demo("lift")
+    keys = {"object-state": "object", "robot0_eef_pos": "robot0_eef_pos", "robot0_eef_quat": "robot0_eef_quat",
+            "robot0_gripper_qpos": "robot0_gripper_qpos"}
+    run_tool("replay_robosuite.py", str(demo), str(tmp_path / "old.npz"), *keys, python=python)
+    old = np.load(tmp_path / "old.npz")
+    src = tmp_path / "lift_141.hdf5"
+    with h5py.File(demo, "r") as f, h5py.File(src, "w") as g:
+        start = 0
+        for k in (1, 2, 3):
+            states = f[f"data/demo_{k}/states"][()]
+            g[f"data/demo_{k}/states"], g[f"data/demo_{k}/actions"] = states, f[f"data/demo_{k}/actions"][()]
+            for theirs, ours in keys.items():
+                g[f"data/demo_{k}/obs/{ours}"] = old[theirs][start : start + len(states)]
+            start += len(states)
+        g["data"].attrs.update(dict(f["data"].attrs))
+        g["data"].attrs["repository_version"] = str(old["robosuite"])
     dst = tmp_path / "lift.zarr"
     assert run_cli("data", "regenerate", str(src), str(dst), "--task", "lift", "--cameras", "agentview:48x64",
                    "--no-progress") == 0
     text = capsys.readouterr().out
-    assert "recorded with robosuite 1.4.0" in text and "robosuite 1.5.2" in text
+    assert "recorded with robosuite 1.4.1" in text and "robosuite 1.5.2" in text and "MISMATCH" in text
+    comparison = ReplayBuffer.open(dst).attrs["source"]["regenerated"]["comparison"]
+    for key in ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"):  # agree to float32 rounding
+        assert comparison["keys"][key]["over_tolerance"] == 0, comparison["keys"][key]
+    assert comparison["keys"]["object"]["max_abs"] > 0.1  # the drift is real and reported
     out = ReplayBuffer.open(dst)
-    assert out.n_steps == 1384 and out.read("agentview_image").shape == (1384, 48, 64, 3)
-    with h5py.File(src, "r") as f:
-        states = np.concatenate([f[f"data/demo_{k}/states"][()] for k in (1, 2, 3)])
-    np.testing.assert_array_equal(out.read("states"), states)
+    new, stored = out.read("object").astype(np.float64), old["object-state"]
+    np.testing.assert_allclose(new[:, :7], stored[:, :7], atol=1e-6)  # cube pose: the same in both releases
+    np.testing.assert_allclose(new[:, 7:], -stored[:, 7:], atol=1e-6)  # gripper_to_cube_pos: its sign flipped
+    states = out.read("states")
     # The cube's free joint is qpos[9:12] after the Panda's 7 arm and 2 finger joints; states are [time, qpos, qvel].
-    np.testing.assert_allclose(out.read("object")[:, :3], states[:, 10:13].astype(np.float32), atol=1e-6)
+    np.testing.assert_allclose(new[:, :3], states[:, 10:13], atol=1e-6)
+    assert out.read("agentview_image").shape == (1384, 48, 64, 3)

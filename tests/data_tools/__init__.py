@@ -28,6 +28,13 @@ def require_tfds() -> Path:
     return TFDS_PY
 
 
+def require_robosuite_141() -> Path:
+    python = TOOLS_PY.parent.parent / "robosuite-1.4.1" / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"robosuite 1.4.1 absent: {python} missing; {INSTALL_HINT}")
+    return python
+
+
 def robosuite_demo(name: str) -> Path:
     path = ROBOSUITE_DEMOS / name / "demo.hdf5" if name == "lift" else ROBOSUITE_DEMOS / name
     if not path.exists():

@@ -1,6 +1,7 @@
 """Create small Minari datasets with the real minari package (run with .venv-tools/bin/python).
 
-Usage: make_minari.py OUT_DIR
+Usage: make_minari.py OUT_DIR [EPISODES LENGTH SIZE]
+With EPISODES LENGTH SIZE (benchmarks): that many episodes of LENGTH steps with SIZExSIZE images.
 Rolls out 3 episodes of a gymnasium env with a Dict observation (an 8x8 RGB image, JPEG-encoded by
 Minari, and a low-dim vector) and hands them to minari.create_dataset_from_buffers (DataCollector
 would need jax), once with hdf5 and once with arrow storage, into OUT_DIR/{hdf5,arrow}/<dataset>.
@@ -15,25 +16,27 @@ import gymnasium as gym
 import numpy as np
 
 out = Path(sys.argv[1])
+BENCH = len(sys.argv) > 2
+EPISODES, LENGTH, SIZE = (int(a) for a in sys.argv[2:5]) if BENCH else (3, None, 8)
 
 
 class Toy(gym.Env):
     """Deterministic per seed; episodes of different lengths, ending by termination or truncation."""
 
     observation_space = gym.spaces.Dict({
-        "image": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8),
+        "image": gym.spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8),
         "state": gym.spaces.Box(-10, 10, (4,), np.float32),
     })
     action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
 
     def reset(self, seed=None, options=None):
         super().reset(seed=seed)
-        self.t, self.length = 0, 4 + int(self.np_random.integers(0, 5))
+        self.t, self.length = 0, LENGTH or 4 + int(self.np_random.integers(0, 5))
         return self._obs(), {}
 
     def _obs(self):
         # A flat colour per step survives JPEG almost unchanged.
-        image = np.full((8, 8, 3), (30 * self.t) % 256, np.uint8)
+        image = np.full((SIZE, SIZE, 3), (30 * self.t) % 256, np.uint8)
         image[..., 1] = 100
         return {"image": image, "state": self.np_random.standard_normal(4).astype(np.float32)}
 
@@ -49,7 +52,7 @@ for storage in ("hdf5", "arrow"):
     from minari.data_collector import EpisodeBuffer
 
     env, rng, buffers = Toy(), np.random.default_rng(1), []
-    for ep in range(3):
+    for ep in range(EPISODES):
         obs, _ = env.reset(seed=ep)
         steps = {"obs": [obs], "actions": [], "rewards": [], "terms": [], "truncs": []}
         done = False

@@ -1,6 +1,7 @@
 """Create a small RLDS dataset with the real tensorflow-datasets builder (run with .venv-tools/tfds/bin/python).
 
-Usage: make_rlds.py OUT_DIR
+Usage: make_rlds.py OUT_DIR [EPISODES LENGTH SIZE]
+With EPISODES LENGTH SIZE (benchmarks) it writes that many SIZExSIZE episodes, 8 shards, and no expected.npz.
 Builds OUT_DIR/rlds_toy/1.0.0 the way Open X-Embodiment datasets are built: a GeneratorBasedBuilder whose
 features are {steps: Dataset({observation: {image (PNG), wrist_image (JPEG), state}, action, reward, discount,
 is_first, is_last, is_terminal, language_instruction}), episode_metadata: {file_path}}, written as TFRecord
@@ -20,8 +21,9 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 out = Path(sys.argv[1])
-H, W = 16, 20
-LENGTHS = [5, 8, 3, 6, 4]
+BENCH = len(sys.argv) > 2
+H, W = (int(sys.argv[4]),) * 2 if BENCH else (16, 20)
+LENGTHS = [int(sys.argv[3])] * int(sys.argv[2]) if BENCH else [5, 8, 3, 6, 4]
 
 
 def episode(i: int, n: int) -> dict:
@@ -82,7 +84,11 @@ class RldsToy(tfds.core.GeneratorBasedBuilder):
 
 
 builder = RldsToy(data_dir=str(out))
-builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=3))
+shards = min(8, len(LENGTHS)) if BENCH else 3
+builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=shards))
+if BENCH:
+    print(f"wrote {builder.data_dir}")
+    sys.exit(0)
 
 # What TFDS hands back (in its own read order) is what a reader must reproduce. TFDS decodes JPEG with
 # TensorFlow's default fast integer DCT; robopolicy decodes with libjpeg's accurate one, so the JPEG feature is
