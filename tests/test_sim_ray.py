@@ -69,7 +69,7 @@ def test_ray_env_matches_local_across_episode_ends(local_ray, same_step: bool) -
 
 
 def test_partial_reset_and_bad_actions(local_ray) -> None:
-    env = RayVectorEnv("push_puck", N_ENVS, num_workers=2)
+    env = RayVectorEnv(make_vector_env, "push_puck", N_ENVS, num_workers=2)
     try:
         obs, _ = env.reset(seed=0)
         env.step(np.zeros(env.action_space.shape, np.float32))

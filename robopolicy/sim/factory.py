@@ -113,4 +113,4 @@ def _ray_vector_env(task: TaskSpec, n_envs: int, workers: int | None, address: s
             raise
         raise ConfigError("vector_backend: 'ray' needs Ray, which is not installed "
                           "(pip install 'robopolicy[dist]'), or use 'local'") from exc
-    return RayVectorEnv(task, n_envs, num_workers=workers, address=address, **kwargs)
+    return RayVectorEnv(make_vector_env, task, n_envs, num_workers=workers, address=address, **kwargs)

@@ -1,7 +1,8 @@
 """A gymnasium vector env whose environments live in Ray actors, so rollouts can use more cores than one machine has.
 
 The policy stays on the learner and acts on the whole batch; only observations and actions cross the wire. Each
-actor hosts a group of environments as an ordinary local vector env built by :func:`robopolicy.sim.make_vector_env`
+actor hosts a group of environments as an ordinary local vector env built by the ``make_group`` function it is
+given (:func:`robopolicy.sim.make_vector_env`, passed in by the factory so this module does not import it back)
 from the same task file, so wrappers, seeding and autoreset semantics are those of the local backend by
 construction; this class only splits actions across the groups and joins what comes back in env order. Infos are
 rebuilt env by env with gymnasium's own ``VectorEnv._add_info``, so they match a local vector env key for key.
@@ -12,6 +13,7 @@ this node); see docs/distributed.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -25,10 +27,9 @@ from robopolicy.task import TaskSpec, load_task
 class _EnvGroup:
     """Runs inside a Ray actor: a local vector env of ``n_envs`` copies of the task."""
 
-    def __init__(self, task: TaskSpec, n_envs: int, kwargs: dict[str, Any]) -> None:
-        from robopolicy.sim.factory import make_vector_env  # chooses MUJOCO_GL in the actor's own process
-
-        self.env = make_vector_env(task, n_envs, **kwargs)
+    def __init__(self, make_group: Callable[..., gym.vector.VectorEnv], task: TaskSpec, n_envs: int,
+                 kwargs: dict[str, Any]) -> None:
+        self.env = make_group(task, n_envs, **kwargs)  # unpickled by reference: the actor imports the factory
 
     def spaces(self) -> tuple[gym.Space, gym.Space, dict[str, Any]]:
         return self.env.single_observation_space, self.env.single_action_space, dict(self.env.metadata)
@@ -71,10 +72,12 @@ class RayVectorEnv(gym.vector.VectorEnv):
 
     ``num_workers`` defaults to one per CPU Ray reports, at most one per environment. ``env_kwargs`` go to
     :func:`robopolicy.sim.make_vector_env` in each actor (horizons, ``asynchronous``, env options), so an actor can
-    itself run its group in subprocesses. Actions must be one array with the envs on axis 0.
+    itself run its group in subprocesses. Actions must be one array with the envs on axis 0. ``make_group`` builds
+    each actor's local vector env (``make_group(task, n, **env_kwargs)``).
     """
 
-    def __init__(self, task: TaskSpec | str, n_envs: int, num_workers: int | None = None,
+    def __init__(self, make_group: Callable[..., gym.vector.VectorEnv], task: TaskSpec | str, n_envs: int,
+                 num_workers: int | None = None,
                  address: str | None = None, cpus_per_worker: float = 1.0, **env_kwargs: Any) -> None:
         if n_envs < 1:
             raise ValueError(f"n_envs: expected >= 1, got {n_envs}")
@@ -90,7 +93,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         counts = [len(c) for c in np.array_split(np.arange(n_envs), num_workers)]
         self.offsets = np.cumsum([0, *counts])
         actor = ray.remote(num_cpus=cpus_per_worker)(_EnvGroup)
-        self.workers = [actor.remote(task, count, env_kwargs) for count in counts]
+        self.workers = [actor.remote(make_group, task, count, env_kwargs) for count in counts]
         single_obs, single_action, metadata = ray.get(self.workers[0].spaces.remote())
         self.num_envs = n_envs
         self.single_observation_space, self.single_action_space = single_obs, single_action
