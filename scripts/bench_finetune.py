@@ -38,6 +38,11 @@ class Row:
 
 ROWS = [
     Row("dppo_diffusion", "dppo", "diffusion"),
+    # DPPO with PPO-style per-step log-probs (summed, unclamped), a flat clip and only the last 2 steps trained
+    Row("dppo_diffusion_sum_k2", "dppo", "diffusion",
+        ["params.finetune_steps=2", 'params.log_prob_reduce="sum"', "params.log_prob_clamp=[-1e9, 1e9]",
+         "params.clip_base=0.1", "params.clip=0.1", "params.min_std=0.1", "update.actor_lr=1e-4",
+         "update.minibatch_size=100"]),
     Row("ppo_scratch", "ppo", "scratch"),
     Row("fpo_flow", "fpo", "flow"),
     Row("fpo_mean_flow", "fpo", "flow", ['params.ratio="mean"']),
@@ -171,6 +176,11 @@ def main() -> None:
         log = run_row(row, out, checkpoint, iterations, quick)
         results["rows"][row.name] = {"algo": row.algo, "start": row.start, **summarize(log, raw)}
 
+    report = out / "bench_finetune.json"  # rows (and BC results) of earlier runs are kept, read just before writing
+    if report.exists():
+        earlier = json.loads(report.read_text())
+        results["rows"] = {**earlier.get("rows", {}), **results["rows"]}
+        results["bc"] = {**earlier.get("bc", {}), **results["bc"]}
     print(f"push_puck, {n_envs} envs, raw vector-env rate {raw:,.0f} env-steps/s")
     for head, (_, e) in bc.items():
         print(f"weak BC ({head}): held-out success {e['success']['rate']:.0%} "
@@ -188,7 +198,7 @@ def main() -> None:
     from robopolicy.atomic import write_json
     from robopolicy.eval.plots import plot_learning_curves
 
-    write_json(out / "bench_finetune.json", results, indent=1)
+    write_json(report, results, indent=1)
     curves = {name: ([c[0] for c in r["curve"]], [c[1] for c in r["curve"]]) for name, r in results["rows"].items()}
     plot_learning_curves(curves, out / "learning_curves.png", "push_puck: held-out success (50 test seeds)")
     print(f"wrote {out / 'bench_finetune.json'} and {out / 'learning_curves.png'}")
