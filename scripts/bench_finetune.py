@@ -168,13 +168,18 @@ def main() -> None:
     starts = {r.start for r in wanted} - {"scratch"}
     bc = {head: weak_bc(out, head, demos, steps, episodes) for head in sorted(starts)}
     n_envs = 2 if args.quick else 8
-    raw = raw_env_rate(n_envs, 1.0 if args.quick else 5.0)
+    seconds = 1.0 if args.quick else 3.0
+    raw_env_rate(n_envs, 0.2)  # warm-up (first env construction, imports)
+    raw = raw_env_rate(n_envs, seconds)
     results: dict[str, Any] = {"task": TASK, "raw_env_steps_per_s": raw, "n_envs": n_envs,
                                "bc": {h: {"checkpoint": c, **e} for h, (c, e) in bc.items()}, "rows": {}}
     for row in wanted:
         checkpoint = "scratch" if row.start == "scratch" else bc[row.start][0]
         log = run_row(row, out, checkpoint, iterations, quick)
-        results["rows"][row.name] = {"algo": row.algo, "start": row.start, **summarize(log, raw)}
+        # the machine's load drifts over a run: the raw rate is measured before and after each row, and averaged
+        after = raw_env_rate(n_envs, seconds)
+        results["rows"][row.name] = {"algo": row.algo, "start": row.start, **summarize(log, (raw + after) / 2)}
+        raw = after
 
     report = out / "bench_finetune.json"  # rows (and BC results) of earlier runs are kept, read just before writing
     if report.exists():
