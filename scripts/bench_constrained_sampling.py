@@ -2,7 +2,7 @@
 flow step's chunk is projected onto the shield's joint limits (``robopolicy.hal.constrained_sampling``) versus not.
 
 The task: reach a random joint goal on the Panda (a perfectly tracking arm, as the mock backend): goals up to
-0.8 rad from a random start (beyond the limits when the start is near one), and the demonstrating expert moves
+0.8 rad from a start near home (beyond the limits when the start is near one), and the demonstrating expert moves
 30 % faster than the velocity limit and ignores the acceleration limit, so a policy that imitates it asks for
 infeasible motion whenever it moves. Success: every joint within 0.1 rad of the goal clipped to the shield's soft
 limits at the end of the 40-step episode. A small flow policy is trained
@@ -39,8 +39,8 @@ EPISODE_STEPS, TOLERANCE = 40, 0.1
 
 
 def draw_task(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A start anywhere inside the limits and a goal up to 0.8 rad away per joint (beyond a limit near one)."""
-    start = rng.uniform(LOWER + 0.1, UPPER - 0.1)
+    """A start within 0.5 rad of home and a goal up to 0.8 rad from it per joint (beyond a limit near one)."""
+    start = np.clip(np.array(SPEC.home) + rng.uniform(-0.5, 0.5, len(LOWER)), LOWER + 0.1, UPPER - 0.1)
     return start, start + rng.uniform(-0.8, 0.8, len(start))
 
 
@@ -157,6 +157,8 @@ def run_on_mujoco(policy: Policy, episodes: int, seed: int, realtime: bool = Tru
         for ep in range(episodes):
             start, goal = draw_task(rng)
             scene = robot.backend
+            if scene.state.value == "faulted":  # the previous episode faulted (its reason is reported)
+                scene.recover()
             if scene.state.value == "connected":
                 scene.arm()
             scene.reset_scene()
