@@ -8,6 +8,12 @@ import signal
 import threading
 
 
+def _unit(spec, quantity: str) -> str:
+    """The file's unit of a joint quantity: one for all joints, or one per joint."""
+    unit = getattr(spec.units, quantity)
+    return unit if isinstance(unit, str) else "[" + ", ".join(unit) + "]"
+
+
 def _summary(spec) -> str:
     lim, ws = spec.limits, spec.workspace
     cams = ", ".join(f"{c.name} {c.width}x{c.height}" for c in spec.cameras) or "none"
@@ -17,11 +23,12 @@ def _summary(spec) -> str:
         f"{spec.name}: {spec.robot}{' (simulated)' if spec.simulated else ''}",
         f"  joints ({spec.n_joints}): {', '.join(spec.joints)}",
         f"  control: {spec.control_mode} at {spec.control_rate_hz:g} Hz, command {spec.command_dim}-d{extras}",
-        f"  limits: position [{ranges}] rad",
-        f"          velocity {list(lim.velocity)} rad/s",
-        f"          acceleration {list(lim.acceleration)} rad/s^2",
-        f"          jerk {list(lim.jerk)} rad/s^3",
-        f"          torque {list(lim.torque)} Nm",
+        f"  limits: position [{ranges}] {_unit(spec, 'position')}",
+        f"          velocity {list(lim.velocity)} {_unit(spec, 'velocity')}"
+        + (f" (measured: {list(lim.measured_velocity)})" if lim.measured_velocity != lim.velocity else ""),
+        f"          acceleration {list(lim.acceleration)} {_unit(spec, 'acceleration')}",
+        f"          jerk {list(lim.jerk)} {_unit(spec, 'jerk')}",
+        f"          torque {list(lim.torque)} {_unit(spec, 'torque')}",
         f"          source: {lim.source or '-'}",
         f"  workspace ({ws.frame} frame, m): {list(ws.lower)} .. {list(ws.upper)}",
         f"  end effector: {spec.ee_kind} {spec.ee_site}; base frame: {spec.base_frame}",

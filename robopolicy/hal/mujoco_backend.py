@@ -6,8 +6,10 @@ Two scenes, chosen by the hardware file:
   actuators are driven by a joint PD controller with gravity compensation (``qfrc_bias``), clipped to the
   file's torque limits; each :meth:`~Backend.write` interpolates from the previous target to the new one and
   simulates one control period. ``joint_position`` and ``joint_velocity`` commands.
-* a task's scene (``task = "lift"``): the task's simulated environment (``robopolicy.sim.make_base_env``), each
-  write one environment step with the task's actions (e.g. robosuite's end-effector deltas and gripper).
+* a task's scene (``task = "lift"``, ``task = "push_puck"``): the task's simulated environment
+  (``robopolicy.sim.make_base_env``; robosuite's or an own MuJoCo task's), each write one environment step with the
+  task's actions (robosuite's end-effector deltas and gripper; push_puck's absolute pusher targets, which are joint
+  positions of its two slide joints).
   :meth:`MujocoBackend.reset_scene` and :attr:`MujocoBackend.last_step` (reward, termination, success) let the
   evaluation adapter (``robopolicy.hal.env``) run the simulation protocol through this backend.
 
@@ -39,6 +41,15 @@ class StepResult:
     terminated: bool = False
     truncated: bool = False
     info: dict[str, Any] | None = None
+
+
+def _scene_model(env: Any) -> tuple[Any, Any]:
+    """The ``MjModel`` and ``MjData`` behind a task's environment: robosuite's (``env.env.sim``) or those of an own
+    MuJoCo task (``env.model``, ``env.data``, e.g. push_puck)."""
+    inner = getattr(env, "env", None)
+    if inner is not None and hasattr(inner, "sim"):
+        return inner.sim.model._model, inner.sim.data._data
+    return env.model, env.data
 
 
 class MujocoBackend(Backend):
@@ -87,8 +98,7 @@ class MujocoBackend(Backend):
 
             self.env = make_base_env(load_task(self.spec.task), **self.env_kwargs)
             self._task_obs = {}  # reset on first use: a scene reset first to a seed runs as the task's own env does
-            sim = self.env.unwrapped.env.sim
-            self.model, self.data = sim.model._model, sim.data._data
+            self.model, self.data = _scene_model(self.env.unwrapped)
         else:
             scene = mujoco.MjSpec.from_file(self.spec.mjcf)
             scene.worldbody.add_light(pos=[0, 0, 3], dir=[0, 0, -1], diffuse=[0.8, 0.8, 0.8])
@@ -118,6 +128,12 @@ class MujocoBackend(Backend):
             return idx
 
         joints = [find(mujoco.mjtObj.mjOBJ_JOINT, j, "joints") for j in self.spec.joints]
+        kinds = {mujoco.mjtJoint.mjJNT_HINGE: "rad", mujoco.mjtJoint.mjJNT_SLIDE: "m"}
+        for i, (j, kind) in enumerate(zip(joints, self.spec.joint_kinds)):
+            if kinds.get(self.model.jnt_type[j]) != kind:
+                raise ConfigError(f"{self.spec.path or self.spec.name}: units.position: joint {self.spec.joints[i]!r} "
+                                  f"is in {kind!r}, but the MuJoCo model's joint is of type "
+                                  f"{mujoco.mjtJoint(self.model.jnt_type[j]).name} (hinge: rad, slide: m)")
         self._qadr = np.array([self.model.jnt_qposadr[j] for j in joints])
         self._vadr = np.array([self.model.jnt_dofadr[j] for j in joints])
         ee_kind = mujoco.mjtObj.mjOBJ_SITE if self.spec.ee_kind == "site" else mujoco.mjtObj.mjOBJ_BODY

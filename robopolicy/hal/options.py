@@ -10,13 +10,16 @@ def shield_options(args: argparse.Namespace):
     """The shield options the deploy and eval commands share (see `add_shield_arguments`)."""
     from robopolicy.hal.shield.hardware import ShieldOptions
 
-    return ShieldOptions(margin=args.margin, rate_margin=args.rate_margin, collision=not args.no_collision, qp=args.qp,
-                         min_distance=args.min_distance, fallback=args.fallback)
+    return ShieldOptions(margin=args.margin, linear_margin=args.linear_margin, rate_margin=args.rate_margin,
+                         collision=not args.no_collision, qp=args.qp, min_distance=args.min_distance,
+                         fallback=args.fallback)
 
 
 def add_shield_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=float, default=0.05, help="soft position margin inside the hard limits, rad "
                                                               "(default 0.05)")
+    p.add_argument("--linear-margin", type=float, default=0.02, help="the same for prismatic joints, m "
+                                                                     "(default 0.02)")
     p.add_argument("--rate-margin", type=float, default=0.1, help="commanded velocity, acceleration and jerk stay "
                                                                    "this fraction below the limits (default 0.1)")
     p.add_argument("--no-collision", action="store_true", help="skip the collision stage (shadow model contacts)")

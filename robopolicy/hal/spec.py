@@ -1,7 +1,8 @@
 """Robot descriptions read from ``hardware/*.toml``: what a robot is, separate from how it is driven.
 
 A hardware file names the joints, the control mode, the control rate, the limits (position, velocity,
-acceleration, jerk, torque; SI units only, so no conversion can slip in), the Cartesian workspace box in the
+acceleration, jerk, torque; SI units only, rad for revolute and m for prismatic joints, so no conversion can
+slip in), the Cartesian workspace box in the
 base frame, the cameras, the MuJoCo model (the shield's shadow model and the ``mujoco`` backend's robot) and the
 backend with its settings. Validated like the task files: a bad value raises ``ConfigError`` naming the file and
 the key (the CLI exits with 2). Nothing here imports a simulator, so ``robopolicy hardware list`` stays instant.
@@ -26,9 +27,13 @@ ROBOSUITE_PREFIX = "robosuite:"
 
 ControlMode = Literal["joint_position", "joint_velocity", "ee_delta"]
 CONTROL_MODES: tuple[str, ...] = ("joint_position", "joint_velocity", "ee_delta")
-# the only units accepted: the file states them so a reader sees them, the loader refuses anything else
-SI_UNITS = {"position": "rad", "velocity": "rad/s", "acceleration": "rad/s^2", "jerk": "rad/s^3", "torque": "Nm",
-            "length": "m"}
+# the only units accepted, per joint kind (revolute joints in rad, prismatic ones in m): the file states them so a
+# reader sees them, the loader refuses anything else (no conversion can slip in)
+JOINT_UNITS = {
+    "rad": {"position": "rad", "velocity": "rad/s", "acceleration": "rad/s^2", "jerk": "rad/s^3", "torque": "Nm"},
+    "m": {"position": "m", "velocity": "m/s", "acceleration": "m/s^2", "jerk": "m/s^3", "torque": "N"},
+}
+JOINT_QUANTITIES = ("position", "velocity", "acceleration", "jerk", "torque")
 
 
 def _check(cond: bool, key: str, expected: str, got: Any) -> None:
@@ -42,23 +47,56 @@ def _finite(values: tuple[float, ...]) -> bool:
 
 @dataclass
 class Units:
-    """Units of every number in the file; only SI is accepted (see ``SI_UNITS``)."""
+    """Units of every number in the file; only SI is accepted. Joint quantities are one unit for all joints
+    (``position = "m"``) or one per joint (``position = ["rad", "m"]``): ``rad``, ``rad/s``, ... ``Nm`` for
+    revolute joints, ``m``, ``m/s``, ``m/s^2``, ``m/s^3``, ``N`` for prismatic ones (``JOINT_UNITS``); ``position``
+    decides a joint's kind and the other quantities must match it."""
 
-    position: str = "rad"
-    velocity: str = "rad/s"
-    acceleration: str = "rad/s^2"
-    jerk: str = "rad/s^3"
-    torque: str = "Nm"
+    position: str | list[str] = "rad"
+    velocity: str | list[str] = "rad/s"
+    acceleration: str | list[str] = "rad/s^2"
+    jerk: str | list[str] = "rad/s^3"
+    torque: str | list[str] = "Nm"
     length: str = "m"
 
     def __post_init__(self) -> None:
-        for name, unit in SI_UNITS.items():
-            _check(getattr(self, name) == unit, f"units.{name}", repr(unit), getattr(self, name))
+        _check(self.length == "m", "units.length", "'m'", self.length)
+        for name in JOINT_QUANTITIES:
+            allowed = sorted(units[name] for units in JOINT_UNITS.values())
+            value = getattr(self, name)
+            items = [value] if isinstance(value, str) else value
+            for i, unit in enumerate(items):
+                key = f"units.{name}" if isinstance(value, str) else f"units.{name}[{i}]"
+                _check(unit in allowed, key, f"one of {allowed}", unit)
+
+    def joint_kinds(self, n: int) -> list[str]:
+        """Each joint's position unit (``rad`` or ``m``), checking that every quantity has one unit or ``n``
+        units and that each matches its joint's kind; errors name the key."""
+        def per_joint(name: str) -> list[str]:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                return [value] * n
+            _check(len(value) == n, f"units.{name}", f"one unit for all joints or {n} (one per joint)", value)
+            return list(value)
+
+        kinds = per_joint("position")
+        for name in JOINT_QUANTITIES[1:]:
+            value = getattr(self, name)
+            for j, (kind, unit) in enumerate(zip(kinds, per_joint(name))):
+                key = f"units.{name}" if isinstance(value, str) else f"units.{name}[{j}]"
+                _check(unit == JOINT_UNITS[kind][name], key,
+                       f"{JOINT_UNITS[kind][name]!r} (joint {j} is in {kind}, units.position)", unit)
+        return kinds
 
 
 @dataclass
 class JointLimits:
-    """Per-joint hard limits (rad, rad/s, rad/s^2, rad/s^3, Nm); ``source`` says where the numbers come from."""
+    """Per-joint hard limits in each joint's units (``Units``: rad, rad/s, ... Nm, or m, m/s, ... N for a prismatic
+    joint); ``source`` says where the numbers come from.
+
+    ``measured_velocity`` (optional, default ``velocity``): the velocity a *measured* state faults beyond, when a
+    joint controller's tracking overshoot can take the joint faster than the commanded rate limit ``velocity`` (a
+    lightly damped position servo fed steps); not below ``velocity``."""
 
     position_lower: tuple[float, ...]
     position_upper: tuple[float, ...]
@@ -66,10 +104,13 @@ class JointLimits:
     acceleration: tuple[float, ...]
     jerk: tuple[float, ...]
     torque: tuple[float, ...]
+    measured_velocity: tuple[float, ...] = ()
     source: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("position_lower", "position_upper", "velocity", "acceleration", "jerk", "torque"):
+        self.measured_velocity = self.measured_velocity or self.velocity
+        for name in ("position_lower", "position_upper", "velocity", "acceleration", "jerk", "torque",
+                     "measured_velocity"):
             values = tuple(float(v) for v in getattr(self, name))
             setattr(self, name, values)
             _check(_finite(values), f"limits.{name}", "finite numbers", values)
@@ -78,6 +119,9 @@ class JointLimits:
         _check(len(self.position_lower) == len(self.position_upper)
                and all(lo < hi for lo, hi in zip(self.position_lower, self.position_upper)),
                "limits.position_upper", "one value above each position_lower", self.position_upper)
+        _check(len(self.measured_velocity) == len(self.velocity)
+               and all(m >= v for m, v in zip(self.measured_velocity, self.velocity)), "limits.measured_velocity",
+               f"one value per joint, each at least limits.velocity={list(self.velocity)}", self.measured_velocity)
 
 
 @dataclass
@@ -127,6 +171,8 @@ class HardwareSpec:
     ``task`` (simulated robots only) makes the ``mujoco`` backend host that task's scene (``tasks/<task>.toml``)
     instead of the bare robot model; commands are then the task's actions.
     ``gripper``: commands carry one more value after the arm's (``-1`` open .. ``1`` closed).
+    ``allowed_contacts``: body pairs of the model that may touch (the shield's collision stage ignores them), e.g.
+    a pusher and the object it pushes.
     """
 
     name: str
@@ -148,11 +194,13 @@ class HardwareSpec:
     task: str = ""
     cameras: list[CameraSpec] = field(default_factory=list)
     units: Units = field(default_factory=Units)
+    allowed_contacts: list[tuple[str, str]] = field(default_factory=list)
     path: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.joints)
         _check(n > 0 and len(set(self.joints)) == n, "joints", "a non-empty list of unique names", self.joints)
+        self.units.joint_kinds(n)  # one unit per joint quantity, each matching the joint's kind
         _check(self.control_mode in CONTROL_MODES, "control_mode", f"one of {list(CONTROL_MODES)}", self.control_mode)
         _check(math.isfinite(self.control_rate_hz) and 0 < self.control_rate_hz <= 10_000, "control_rate_hz",
                "a rate in (0, 10000] Hz", self.control_rate_hz)
@@ -172,6 +220,11 @@ class HardwareSpec:
     @property
     def n_joints(self) -> int:
         return len(self.joints)
+
+    @property
+    def joint_kinds(self) -> list[str]:
+        """Each joint's position unit: ``rad`` (revolute) or ``m`` (prismatic)."""
+        return self.units.joint_kinds(self.n_joints)
 
     @property
     def period_s(self) -> float:

@@ -23,7 +23,10 @@ log = logging.getLogger(__name__)
 class ShieldOptions:
     """Which stages run and how tight they are; the limits themselves come from the hardware file.
 
-    ``margin`` (rad) keeps commands this far inside the hard position limits; ``rate_margin`` (a fraction) keeps
+    ``margin`` (rad) keeps commands to revolute joints this far inside the hard position limits, ``linear_margin``
+    (m) those to prismatic joints (``units.position = "m"``; 2 cm: the push_puck pusher's lightly damped servo
+    overshoots its targets by up to ~4 cm under adversarial commands, and its scripted expert, shielded, stays
+    1.4 cm clear of the end stops); ``rate_margin`` (a fraction) keeps
     commanded velocities, accelerations and jerks that far below theirs, so a controller's tracking overshoot
     stays inside the hard limits (measured states fault only beyond those, and velocities only beyond
     ``1 + velocity_tolerance`` times theirs: estimates are noisy, and the simulated Panda's PD controller
@@ -33,6 +36,7 @@ class ShieldOptions:
     """
 
     margin: float = 0.05
+    linear_margin: float = 0.02
     rate_margin: float = 0.1
     rates: bool = True
     workspace: bool = True
@@ -50,14 +54,16 @@ class ShieldOptions:
         return cls(workspace=False, collision=False)
 
 
-def joint_limits(spec: HardwareSpec, margin: float = 0.05, rates: bool = True, rate_margin: float = 0.0) -> JointLimits:
-    """The limits the shield holds commands to: positions ``margin`` inside, rates ``rate_margin`` below."""
+def joint_limits(spec: HardwareSpec, margin: float = 0.05, rates: bool = True, rate_margin: float = 0.0,
+                 linear_margin: float = 0.02) -> JointLimits:
+    """The limits the shield holds commands to: positions ``margin`` (rad; ``linear_margin`` m for prismatic
+    joints) inside, rates ``rate_margin`` below."""
     lim, scale = spec.limits, 1.0 - rate_margin
     if not 0.0 <= rate_margin < 1.0:
         raise ConfigError(f"shield: rate_margin must be in [0, 1), got {rate_margin}")
     return JointLimits(
         lower=np.array(lim.position_lower), upper=np.array(lim.position_upper), dt=spec.period_s,
-        margin=np.full(spec.n_joints, margin),
+        margin=np.array([linear_margin if kind == "m" else margin for kind in spec.joint_kinds]),
         velocity=np.array(lim.velocity) * scale if rates else None,
         acceleration=np.array(lim.acceleration) * scale if rates else None,
         jerk=np.array(lim.jerk) * scale if rates else None,
@@ -68,9 +74,9 @@ def shadow_model(spec: HardwareSpec, min_distance: float = 0.0) -> ShadowModel:
     """The shadow model of ``spec.mjcf``. A real robot's driver may name its joints differently from the
     model (``panda_joint1`` vs ``joint1``): then the model's joints are taken in order if their count matches."""
     try:
-        return ShadowModel(spec.mjcf, spec.joints, spec.ee_site, min_distance, ee_kind=spec.ee_kind)
+        return ShadowModel(spec.mjcf, spec.joints, spec.ee_site, min_distance, spec.allowed_contacts, spec.ee_kind)
     except KeyError:
-        shadow = ShadowModel(spec.mjcf, None, spec.ee_site, min_distance, ee_kind=spec.ee_kind)
+        shadow = ShadowModel(spec.mjcf, None, spec.ee_site, min_distance, spec.allowed_contacts, spec.ee_kind)
         if shadow.n_joints != spec.n_joints:
             raise ConfigError(f"{spec.path}: joints: the model {spec.mjcf} has none of these names and "
                               f"{shadow.n_joints} joints, not {spec.n_joints}") from None
@@ -89,12 +95,13 @@ def build_shield(spec: HardwareSpec, options: ShieldOptions | None = None) -> Sh
         lower, upper = np.array(spec.workspace.lower), np.array(spec.workspace.upper)
         m = options.workspace_margin
         config = ShieldConfig(
-            joint_limits(spec, options.margin, options.rates, options.rate_margin), control_mode=spec.control_mode,
+            joint_limits(spec, options.margin, options.rates, options.rate_margin, options.linear_margin),
+            control_mode=spec.control_mode,
             workspace=Workspace(lower + m, upper - m) if options.workspace else None,
             hard_workspace=Workspace(lower, upper) if options.workspace else None,
             collision=options.collision, qp=options.qp, fallback=options.fallback,  # type: ignore[arg-type]
             gripper=spec.gripper, measured_tolerance=options.measured_tolerance,
-            hard_velocity=np.array(spec.limits.velocity), velocity_tolerance=options.velocity_tolerance,
+            hard_velocity=np.array(spec.limits.measured_velocity), velocity_tolerance=options.velocity_tolerance,
         )
     except ValueError as exc:
         raise ConfigError(f"{spec.path or spec.name}: shield: {exc}") from exc
