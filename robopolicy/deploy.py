@@ -14,6 +14,9 @@ RUN_OK = ("completed", "stopped")
 
 
 def _deploy(args: argparse.Namespace) -> int:
+    from robopolicy.sim.rendering import select_gl_backend
+
+    select_gl_backend()  # before the shield's shadow model imports mujoco, or the cameras cannot render
     from robopolicy.atomic import write_json
     from robopolicy.hal.executor import Executor
     from robopolicy.hal.options import shield_options

@@ -35,6 +35,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _eval_hardware(args: argparse.Namespace, config) -> int:
     """The protocol on a robot: executor and shield per episode, an operator for resets and success labels."""
+    from robopolicy.sim.rendering import select_gl_backend
+
+    select_gl_backend()  # before shield_options imports the shield (and with it mujoco): cameras need it
     from robopolicy.eval.hardware import ConsoleOperator, NoLabels, SceneOperator, evaluate_on_hardware
     from robopolicy.hal.options import shield_options
 

@@ -183,7 +183,11 @@ def evaluate_on_hardware(checkpoint: str, hardware: str, config: EvalConfig, out
                          shield_options=None, operator: Operator | None = None, max_steps: int = 400,
                          dry_run: bool = False, record: str | None = None, device: str = "cpu",
                          backend: str | None = None, **executor_options: Any) -> dict[str, Any]:
-    """Run the protocol on the robot ``hardware`` names and write ``result.json`` and ``summary.png``."""
+    """Run the protocol on the robot ``hardware`` names and write ``result.json`` and ``summary.png``.
+    Chooses the headless GL backend first, so call it before anything imports mujoco (such as the shield)."""
+    from robopolicy.sim.rendering import select_gl_backend
+
+    select_gl_backend()  # before the shield's shadow model imports mujoco, or the cameras cannot render
     from robopolicy.hal.policy_adapter import policy_infer
     from robopolicy.hal.recorder import Recorder
     from robopolicy.hal.session import executor_config, shielded_robot

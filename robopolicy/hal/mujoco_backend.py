@@ -83,9 +83,11 @@ class MujocoBackend(Backend):
         import os
         import sys
 
+        # asked before importing robopolicy.sim, whose import chooses a GL backend (too late once mujoco is in)
+        late = not os.environ.get("MUJOCO_GL") and "mujoco" in sys.modules
         from robopolicy.sim.rendering import select_gl_backend
 
-        if not os.environ.get("MUJOCO_GL") and "mujoco" in sys.modules and self.spec.cameras:
+        if late and self.spec.cameras:
             raise ConfigError("mujoco was imported before a headless GL backend was chosen, so cameras cannot "
                               "render: set MUJOCO_GL (egl or osmesa), or call robopolicy.sim.rendering."
                               "select_gl_backend() before the first import of mujoco")
