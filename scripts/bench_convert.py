@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -27,13 +26,11 @@ TOOLS = REPO / ".venv-tools"
 TOOL_SCRIPTS = REPO / "tests" / "data_tools"
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _rss_now_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def _status_mb(field: str) -> float:
+    """VmHWM (peak) or VmRSS (now) of this process. ru_maxrss would also count the parent's memory at fork."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
 
 
 def child(src: str, dst: str) -> None:
@@ -46,12 +43,14 @@ def child(src: str, dst: str) -> None:
 
     from robopolicy.data.convert import convert
 
-    base = _rss_now_mb()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS: the peak measured is the conversion's, not the imports'
+    base = _status_mb("VmRSS")
     start = time.perf_counter()
     summary, out = convert(src, dst, progress=False)
     seconds = time.perf_counter() - start
     print(json.dumps({"format": summary.format, "frames": out.n_frames, "episodes": out.n_episodes,
-                      "seconds": seconds, "peak_extra_mb": max(0.0, _peak_mb() - base), "baseline_mb": base}))
+                      "seconds": seconds, "peak_extra_mb": max(0.0, _status_mb("VmHWM") - base), "baseline_mb": base}))
 
 
 def build_zarr(path: Path, episodes: int, length: int, size: int) -> None:
