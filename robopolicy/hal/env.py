@@ -3,9 +3,9 @@ one-environment vector env: observation histories in, action chunks out, the sam
 simulation. Only the backend differs.
 
 Commands go through ``robot.send(action, t_target)``: the shield's :class:`~robopolicy.hal.shield.hardware.
-ShieldedBackend` for joint-space robots. A task scene commanded in the task's own end-effector deltas (which the
-shield does not take yet) goes through :class:`TaskActionBounds`, which bounds each action to the task's action
-space and counts what it clipped; it is a stand-in with no joint, rate or workspace limits of its own.
+ShieldedBackend` (joint commands, or end-effector deltas through the shield's ``EeDeltaShield``).
+:class:`TaskActionBounds` only bounds each action to the task's action space and counts what it clipped: a
+baseline with no joint, rate or workspace limits of its own (``scripts/eval_hal_sim.py``).
 Resetting needs a simulated scene (``reset_scene``); a real robot's resets are the operator's
 (``robopolicy.eval.hardware``).
 """

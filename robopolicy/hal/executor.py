@@ -279,9 +279,13 @@ class Executor:
 
     def _standstill(self, last_command: np.ndarray | None) -> np.ndarray:
         """What to command while no action is queued: stay at the last commanded position (the shield brakes
-        within the acceleration limit) or, in velocity mode, zero velocity; the gripper keeps its value."""
+        within the acceleration limit) or, in velocity and ee_delta mode, zero; the gripper keeps its value."""
         shield = self.robot.shield
-        arm = shield.motion.q.copy() if shield.config.control_mode == "joint_position" else np.zeros(shield.limits.n)
+        mode = shield.config.control_mode
+        if mode == "joint_position":
+            arm = shield.motion.q.copy()
+        else:  # zero velocity, or a zero end-effector delta (the robot's controller holds the pose)
+            arm = np.zeros(6 if mode == "ee_delta" else shield.limits.n)
         gripper = np.asarray(last_command[-1:] if last_command is not None else [0.0]) if shield.config.gripper \
             else np.zeros(0)
         return np.concatenate([arm, gripper])

@@ -139,6 +139,22 @@ class Workspace:
 
 
 @dataclass
+class EeDeltaSpec:
+    """End-effector delta commands (``control_mode = "ee_delta"``): ``scale`` is what one command unit moves the end
+    effector per step (metres for dx, dy, dz, radians for rx, ry, rz), ``max`` the per-step bound of each component
+    in command units (the shield clips to it)."""
+
+    scale: tuple[float, float, float, float, float, float]
+    max: tuple[float, float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        for name in ("scale", "max"):
+            values = tuple(float(v) for v in getattr(self, name))
+            setattr(self, name, values)
+            _check(_finite(values) and all(v > 0 for v in values), f"ee_delta.{name}", "6 positive numbers", values)
+
+
+@dataclass
 class CameraSpec:
     """One camera: its name in the MuJoCo model (simulated) or on the robot side (real), and the frame size."""
 
@@ -171,6 +187,7 @@ class HardwareSpec:
     ``task`` (simulated robots only) makes the ``mujoco`` backend host that task's scene (``tasks/<task>.toml``)
     instead of the bare robot model; commands are then the task's actions.
     ``gripper``: commands carry one more value after the arm's (``-1`` open .. ``1`` closed).
+    ``ee_delta``: the scale and bounds of end-effector delta commands (``control_mode = "ee_delta"``).
     ``allowed_contacts``: body pairs of the model that may touch (the shield's collision stage ignores them), e.g.
     a pusher and the object it pushes.
     """
@@ -195,6 +212,7 @@ class HardwareSpec:
     cameras: list[CameraSpec] = field(default_factory=list)
     units: Units = field(default_factory=Units)
     allowed_contacts: list[tuple[str, str]] = field(default_factory=list)
+    ee_delta: EeDeltaSpec | None = None
     path: str = ""
 
     def __post_init__(self) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robopolicy.hal.backend import Backend, Command, FaultKind, Observation
+from robopolicy.hal.shield.ee_delta import EeDeltaConfig, EeDeltaShield
 from robopolicy.hal.shield.kinematics import ShadowModel, Workspace
 from robopolicy.hal.shield.pipeline import Shield, ShieldConfig, ShieldFault, ShieldStep
 from robopolicy.hal.shield.stages import JointLimits
@@ -85,28 +86,37 @@ def shadow_model(spec: HardwareSpec, min_distance: float = 0.0) -> ShadowModel:
         return shadow
 
 
-def build_shield(spec: HardwareSpec, options: ShieldOptions | None = None) -> Shield:
-    """The shield for ``spec``'s limits, workspace and model, with the stages ``options`` enable."""
+def build_shield(spec: HardwareSpec, options: ShieldOptions | None = None) -> Shield | EeDeltaShield:
+    """The shield for ``spec``'s limits, workspace and model, with the stages ``options`` enable. For ``ee_delta``
+    commands an :class:`EeDeltaShield` (delta bounds, workspace on the measured end effector plus the commanded
+    translation); its joint-space shield checks the measured state only (collision and QP stages do not apply)."""
     options = options or ShieldOptions()
-    if spec.control_mode not in ("joint_position", "joint_velocity"):
-        raise ConfigError(f"{spec.path or spec.name}: control_mode: the shield works in joint space; expected "
-                          f"joint_position or joint_velocity, got {spec.control_mode!r}")
+    ee_delta = spec.control_mode == "ee_delta"
+    if ee_delta and spec.ee_delta is None:
+        raise ConfigError(f"{spec.path or spec.name}: ee_delta: control_mode = \"ee_delta\" needs an [ee_delta] table "
+                          "(scale: metres and radians per command unit; max: per-step bounds) for the shield")
     try:
         lower, upper = np.array(spec.workspace.lower), np.array(spec.workspace.upper)
         m = options.workspace_margin
         config = ShieldConfig(
             joint_limits(spec, options.margin, options.rates, options.rate_margin, options.linear_margin),
-            control_mode=spec.control_mode,
+            control_mode="joint_position" if ee_delta else spec.control_mode,
             workspace=Workspace(lower + m, upper - m) if options.workspace else None,
             hard_workspace=Workspace(lower, upper) if options.workspace else None,
-            collision=options.collision, qp=options.qp, fallback=options.fallback,  # type: ignore[arg-type]
-            gripper=spec.gripper, measured_tolerance=options.measured_tolerance,
+            collision=options.collision and not ee_delta, qp=options.qp and not ee_delta,
+            fallback=options.fallback,  # type: ignore[arg-type]
+            gripper=spec.gripper and not ee_delta, measured_tolerance=options.measured_tolerance,
             hard_velocity=np.array(spec.limits.measured_velocity), velocity_tolerance=options.velocity_tolerance,
         )
+        joint = Shield(config, shadow_model(spec, options.min_distance)
+                       if options.workspace or config.collision else None)
+        if not ee_delta:
+            return joint
+        ee = EeDeltaConfig(np.array(spec.ee_delta.scale), np.array(spec.ee_delta.max),  # type: ignore[union-attr]
+                           workspace=config.workspace, gripper=spec.gripper)
+        return EeDeltaShield(ee, joint)
     except ValueError as exc:
         raise ConfigError(f"{spec.path or spec.name}: shield: {exc}") from exc
-    needs_model = options.workspace or options.collision
-    return Shield(config, shadow_model(spec, options.min_distance) if needs_model else None)
 
 
 class ShieldedBackend:
@@ -117,7 +127,7 @@ class ShieldedBackend:
     raises :class:`ShieldFault`); ``send()`` shields a command and applies it.
     """
 
-    def __init__(self, backend: Backend, shield: Shield) -> None:
+    def __init__(self, backend: Backend, shield: Shield | EeDeltaShield) -> None:
         self.backend = backend
         self.shield = shield
 
