@@ -29,8 +29,16 @@ def test_quick_demo_writes_the_whole_report(demo_run) -> None:
     assert heads == ["diffusion", "flow", "consistency"]
     for row in results["results"]:
         assert 0.0 <= row["success_bc"]["rate"] <= 1.0 and row["latency_ms_p50"] > 0
+    tuned = {r["head"]: r["algo"] for r in results["results"] if r["success_finetuned"] is not None}
+    assert tuned == {"flow": "fpo", "diffusion": "dppo"}
+    stages = results["stages"]
+    for run in ("finetune_flow_fpo", "finetune_diffusion_dppo"):
+        assert stages[run]["env_steps"] > 0 and Path(stages[run]["checkpoint"]).is_dir()
+    deploy = stages["deploy"]  # through executor and shield on the mujoco backend
+    assert deploy["hardware"] == "push_puck_sim" and deploy["episodes"] == 1 and deploy["steps"] > 0
+    assert 0 <= deploy["interventions"] <= deploy["steps"] and not deploy["aborted"]
     report = (out / "report.md").read_text()
-    assert "| diffusion |" in report and "success after fine-tuning" in report
+    assert "| diffusion | dppo |" in report and "| flow | fpo |" in report and "shield interventions" in report
     assert (out / "learning_curves.png").read_bytes().startswith(b"\x89PNG")
     assert (out / "rollout.mp4").stat().st_size > 1000
     assert "ETA for the rest" in proc.stderr

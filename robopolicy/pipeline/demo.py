@@ -17,6 +17,7 @@ from typing import Any
 from robopolicy.pipeline.stages import Stage, StageRecord, StageRunner
 
 TASK = "push_puck"
+HARDWARE = "push_puck_sim"  # hardware/push_puck_sim.toml: the task's pusher as a robot, simulated in MuJoCo
 
 # head -> head params: the sampler each head is behavior-cloned with and later deployed with.
 HEAD_PARAMS: dict[str, dict[str, Any]] = {
@@ -91,6 +92,38 @@ def bc_stage(out: Path, config: DemoConfig, head: str, done: dict[str, StageReco
             "steps": result.step, "final_loss": result.final_loss}
 
 
+def finetune_stage(out: Path, config: DemoConfig, head: str, algo: str, done: dict[str, StageRecord]) -> StageRecord:
+    """The built-in push_puck recipe of `algo`, sized by `config`; resumes a killed run from its last checkpoint."""
+    from robopolicy.rl.config import load_finetune_config
+    from robopolicy.rl.finetune import finetune
+
+    iterations = config.finetune_iterations
+    ft_config = load_finetune_config(f"{TASK}_{algo}", [
+        f"rollout.n_envs={config.finetune_envs}", f"eval.every={iterations}", f"eval.n_envs={config.eval_envs}",
+        f"eval.n_episodes={config.eval_envs}", f"ckpt_every={max(1, iterations // 3)}",
+    ], out_dir=str(out / "runs" / f"ft_{head}_{algo}"), iterations=iterations, seed=config.seed)
+    result = finetune(ft_config, done[f"bc_{head}"]["checkpoint"], resume="auto")
+    return {"checkpoint": str(result.checkpoints / "latest"), "log": str(result.out_dir / "log.csv"),
+            "env_steps": result.progress.env_steps, "algo": algo}
+
+
+def deploy_stage(out: Path, config: DemoConfig, done: dict[str, StageRecord]) -> StageRecord:
+    """The best policy through executor and shield on the mujoco backend hosting push_puck's scene, unattended
+    (the simulated scene resets itself to each seed and reports success)."""
+    from robopolicy.eval.hardware import evaluate_on_hardware
+    from robopolicy.eval.protocol import EvalConfig
+
+    name = best_policy(done)
+    checkpoint = done[f"eval_{name}"]["checkpoint"]
+    eval_config = EvalConfig(n_episodes=config.deploy_episodes, policy_seeds=[config.seed], n_envs=1, n_videos=0)
+    result = evaluate_on_hardware(checkpoint, HARDWARE, eval_config, out / "deploy", realtime=False)
+    shield = result["shield"]
+    return {"policy": name, "checkpoint": checkpoint, "hardware": HARDWARE, "episodes": result["n_episodes"],
+            "success_rate": result["success"]["rate"], "steps": shield["steps"], "interventions": shield["intervened"],
+            "interventions_per_step": shield["rate"], "aborted": result.get("aborted"),
+            "result": str(out / "deploy" / "result.json")}
+
+
 def eval_stage(out: Path, config: DemoConfig, name: str, checkpoint: str) -> StageRecord:
     from robopolicy.eval.protocol import EvalConfig
     from robopolicy.eval.run import evaluate_checkpoint
@@ -128,10 +161,22 @@ def build_stages(out: Path, config: DemoConfig) -> list[Stage]:
     for head in HEAD_PARAMS:
         stages.append(Stage(f"bc_{head}", f"behavior-clone the {head} head ({config.bc_steps} steps)",
                             lambda done, h=head: bc_stage(out, config, h, done), est["bc"]))
+    for head, algo in FINETUNE.items():
+        stages.append(Stage(f"finetune_{head}_{algo}",
+                            f"fine-tune BC {head} with {algo.upper()} ({config.finetune_iterations} iterations)",
+                            lambda done, h=head, a=algo: finetune_stage(out, config, h, a, done), est["finetune"]))
     for head in HEAD_PARAMS:
         stages.append(Stage(f"eval_bc_{head}", f"evaluate BC {head} on {config.eval_episodes} held-out seeds",
                             lambda done, h=head: eval_stage(out, config, f"bc_{h}", done[f"bc_{h}"]["checkpoint"]),
                             est["eval"]))
+    for head, algo in FINETUNE.items():
+        stages.append(Stage(f"eval_ft_{head}_{algo}", f"evaluate {algo.upper()}-fine-tuned {head}",
+                            lambda done, h=head, a=algo: eval_stage(out, config, f"ft_{h}_{a}",
+                                                                    done[f"finetune_{h}_{a}"]["checkpoint"]),
+                            est["eval"]))
+    stages.append(Stage("deploy", f"deploy the best policy through executor and shield on {HARDWARE} "
+                                  f"({config.deploy_episodes} episodes)",
+                        lambda done: deploy_stage(out, config, done), est["deploy"]))
     stages.append(Stage("video", "record one rollout of the best policy",
                         lambda done: video_stage(out, config, done), est["video"]))
     stages.append(Stage("report", "write report.md, results.json, plots and the rollout video",
@@ -148,7 +193,11 @@ def write_report(out: Path, config: DemoConfig, done: dict[str, StageRecord]) ->
 def run_demo(out: Path, config: DemoConfig, fresh: bool = False) -> dict[str, StageRecord]:
     import torch
 
+    from robopolicy.sim.rendering import select_gl_backend
+
+    select_gl_backend()  # before anything imports mujoco: the video and the shield's shadow model need it
     torch.set_num_threads(config.threads)
+    out = out.resolve()  # the stage records hold paths; keep them valid from any working directory
     return StageRunner(out, build_stages(out, config), fresh=fresh).run()
 
 

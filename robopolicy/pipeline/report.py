@@ -59,19 +59,20 @@ def _pct(success: dict[str, Any] | None) -> str:
 
 
 def results_rows(done: dict[str, StageRecord]) -> list[dict[str, Any]]:
-    """One row per behavior-cloned head: success before/after fine-tuning, latency, shield interventions."""
+    """One row per behavior-cloned head: success before/after fine-tuning, latency, whether it was deployed."""
+    deployed = done.get("deploy", {}).get("policy")
     rows = []
     for name in done:
         if not name.startswith("bc_"):
             continue
         head = name[3:]
         before = done.get(f"eval_bc_{head}", {})
-        tuned = next((k for k in done if k.startswith(f"eval_ft_{head}_")), None)
-        after = done.get(tuned, {}) if tuned else {}
+        tuned = next((k[len("eval_"):] for k in done if k.startswith(f"eval_ft_{head}_")), None)
+        after = done.get(f"eval_{tuned}", {}) if tuned else {}
         rows.append({"head": head, "algo": tuned.split("_")[-1] if tuned else None,
                      "success_bc": before.get("success"), "success_finetuned": after.get("success"),
                      "latency_ms_p50": (after or before).get("latency_ms_p50"),
-                     "deployed": done.get("deploy", {}).get("policy") == (tuned or f"bc_{head}")})
+                     "deployed": deployed if deployed in (name, tuned) else None})
     return rows
 
 
@@ -79,15 +80,17 @@ def _markdown(config: dict[str, Any], done: dict[str, StageRecord], rows: list[d
     lines = ["# robopolicy demo report", "",
              f"Task `push_puck`: {done['collect']['episodes']} scripted demonstrations; every policy evaluated on "
              f"{config['eval_episodes']} held-out seeds (success with Wilson 95 % intervals).", "",
-             "| head | fine-tuning | success after BC | success after fine-tuning | latency per chunk (p50) |",
-             "|---|---|---|---|---|"]
+             "| head | fine-tuning | success after BC | success after fine-tuning | latency per chunk (p50) "
+             "| deployed |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         latency = f"{r['latency_ms_p50']:.2f} ms" if r["latency_ms_p50"] is not None else "-"
         lines.append(f"| {r['head']} | {r['algo'] or '-'} | {_pct(r['success_bc'])} | "
-                     f"{_pct(r['success_finetuned'])} | {latency} |")
+                     f"{_pct(r['success_finetuned'])} | {latency} | {r['deployed'] or '-'} |")
     deploy = done.get("deploy")
     if deploy:
-        lines += ["", f"Deployed `{deploy['policy']}` through executor and shield on the `mujoco` backend: "
+        lines += ["", f"Deployed `{deploy['policy']}` through executor and shield on the `mujoco` backend "
+                      f"(`hardware/{deploy['hardware']}.toml`, sim-in-the-loop): "
                       f"{deploy['episodes']} episode(s), success {deploy['success_rate']:.0%}, "
                       f"shield interventions {deploy['interventions']} in {deploy['steps']} steps "
                       f"({deploy['interventions_per_step']:.3f} per step)."]
