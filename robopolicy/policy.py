@@ -269,6 +269,12 @@ class Policy(nn.Module):
         """Stochastic denoising chain for RL fine-tuning; chain.actions are normalized."""
         return self.head.sample_chain(self.encode(obs), steps=steps, generator=generator)
 
+    def chain_log_prob(self, obs: Mapping[str, torch.Tensor], chain: Chain,
+                       step_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probabilities of a stored chain under the current weights, with gradient: (B, K), or (M,) for
+        subsampled (row, step) pairs (`Head.chain_log_prob`)."""
+        return self.head.chain_log_prob(self.encode(obs), chain, step_idx)
+
     def reset(self) -> None:
         """Forget the observation history and queued actions (call at the start of each episode)."""
         self._frame_features.clear()

@@ -137,3 +137,18 @@ def test_an_untouched_finetuned_policy_deploys_as_the_pretrained_one() -> None:
     expected = pretrained.predict_action(obs)
     torch.manual_seed(4)
     torch.testing.assert_close(tuned.predict_action(obs), expected)
+
+
+def test_policy_chain_log_prob_matches_the_sampled_chain() -> None:
+    torch.manual_seed(0)
+    config = PolicyConfig(obs=[ObsSpec("state", (3,))], action=ActionSpec(2), n_obs_steps=1, horizon=4,
+                          n_action_steps=2, backbone=MLP,
+                          head=FinetunedHead.wrap(HeadConfig("diffusion", {}), steps=4, finetune_steps=3))
+    policy = Policy(config)
+    policy.fit_normalizer(tiny_stats({"state": 3}, 2))
+    obs = {"state": torch.randn(5, 1, 3)}
+    chain = policy.sample_chain(obs)
+    torch.testing.assert_close(policy.chain_log_prob(obs, chain), chain.log_probs, rtol=1e-5, atol=1e-4)
+    step = torch.tensor([0, 1, 2, 1, 0])
+    torch.testing.assert_close(policy.chain_log_prob(obs, chain, step), chain.log_probs[torch.arange(5), step],
+                               rtol=1e-5, atol=1e-4)
