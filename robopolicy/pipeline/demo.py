@@ -36,7 +36,7 @@ class DemoConfig:
     n_demos: int = 100
     bc_steps: int = 3000
     bc_hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
-    finetune_iterations: int = 30
+    finetune_iterations: int = 20
     finetune_envs: int = 16
     eval_episodes: int = 50
     eval_envs: int = 10
