@@ -3,8 +3,8 @@ hardware layer (the ``mujoco`` backend hosting the task's scene, presented to th
 ``robopolicy.hal.env.BackendVectorEnv``). Same seeds, so the episodes should agree; prints both reports side by
 side and writes each one (``result.json`` and ``summary.png``, as ``robopolicy eval`` does) plus a comparison.
 
-Commands through the backend go through the shield for joint-space robots; a task scene in end-effector deltas
-(``hardware/panda_lift_sim.toml``) goes through ``TaskActionBounds`` (the shield takes joint commands only).
+Commands through the backend go through the shield, in joint space or, for a task scene commanded in end-effector
+deltas (``hardware/panda_lift_sim.toml``), through its end-effector-delta stages.
 
     .venv/bin/python scripts/eval_hal_sim.py CHECKPOINT|expert [--hardware panda_lift_sim] [--episodes 10]
         [--seeds 1] [--out runs/eval_hal_sim]
@@ -25,7 +25,8 @@ from robopolicy.eval.plots import plot_summary  # noqa: E402
 from robopolicy.eval.protocol import EvalConfig, evaluate  # noqa: E402
 from robopolicy.eval.run import evaluate_checkpoint, load_eval_policy  # noqa: E402
 from robopolicy.hal.backend import make_backend  # noqa: E402
-from robopolicy.hal.env import BackendVectorEnv, TaskActionBounds  # noqa: E402
+from robopolicy.hal.env import BackendVectorEnv  # noqa: E402
+from robopolicy.hal.shield.hardware import ShieldedBackend, build_shield  # noqa: E402
 from robopolicy.hal.spec import load_hardware  # noqa: E402
 from robopolicy.task import load_task  # noqa: E402
 
@@ -36,20 +37,14 @@ def through_backend(checkpoint: str, hardware: str, config: EvalConfig, out: Pat
     policy = load_eval_policy(checkpoint, task)
     backend = make_backend(spec, realtime=False)  # not paced in real time: a slow step on a busy CPU is no fault
     backend.connect()
-    if spec.control_mode == "ee_delta":
-        robot: Any = TaskActionBounds(backend, task.action.low, task.action.high)
-        path = "TaskActionBounds (the task's action space)"
-    else:
-        from robopolicy.hal.shield.hardware import ShieldedBackend, build_shield
-
-        robot, path = ShieldedBackend(backend, build_shield(spec)), "shield"
+    robot = ShieldedBackend(backend, build_shield(spec))
     env = BackendVectorEnv(robot, policy.config.n_obs_steps, policy.config.n_action_steps)
     try:
         result = evaluate(policy, env, config, has_success=task.has_success)
     finally:
         env.close()
-    result.update(task=task.name, hardware=spec.name, checkpoint=checkpoint, command_path=path, faults=env.faults,
-                  videos=[], clipped_steps=getattr(robot, "clipped", None))
+    result.update(task=task.name, hardware=spec.name, checkpoint=checkpoint, faults=env.faults, videos=[],
+                  shield=robot.shield.counts.to_dict())
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "result.json", result, indent=1)
     plot_summary(result, out / "summary.png", f"{spec.name}: {checkpoint}")
@@ -77,8 +72,9 @@ def main() -> None:
         s = r.get("success", {"rate": float("nan"), "ci95": [float("nan")] * 2})
         print(f"{name:34s} {s['rate']:8.2f} {s['ci95'][0]:7.2f}-{s['ci95'][1]:.2f} {r['return']['mean']:7.2f} "
               f"{r['length']['mean']:7.1f}")
+    shield = hal["shield"]
     print(f"identical episodes (success and length): {same}/{len(sim['episodes'])}; backend faults: "
-          f"{len(hal['faults'])}; command path: {hal['command_path']}")
+          f"{len(hal['faults'])}; shield interventions: {shield['intervened']} in {shield['steps']} steps")
     summary = {"checkpoint": args.checkpoint, "hardware": spec.name, "task": spec.task,
                "identical_episodes": same, "n_episodes": len(sim["episodes"]),
                "success": {k: r.get("success") for k, r in rows.items()},

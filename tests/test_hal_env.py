@@ -10,7 +10,7 @@ import torch
 
 from robopolicy.eval.protocol import EvalConfig, evaluate
 from robopolicy.hal.backend import make_backend
-from robopolicy.hal.env import BackendVectorEnv, TaskActionBounds
+from robopolicy.hal.env import BackendVectorEnv
 from robopolicy.hal.shield.hardware import ShieldedBackend, ShieldOptions, build_shield
 from robopolicy.hal.spec import load_hardware
 from robopolicy.specs import ChunkSpec
@@ -71,13 +71,3 @@ def test_a_fault_mid_episode_ends_it_and_the_next_episode_recovers(robot):
     assert lengths[0] == 4 and lengths[1] == 8  # the e-stop ended episode 0 after its first chunk
     assert len(env.faults) == 1 and "estop" in env.faults[0]
     assert robot.backend.status().n_writes - n_before == 12
-
-
-def test_task_action_bounds_clip_to_the_action_space():
-    spec = load_hardware("panda_sim")
-    backend = make_backend(spec, "mock")
-    backend.connect()
-    backend.arm()
-    bounds = TaskActionBounds(backend, np.array(spec.home) - 0.1, np.array(spec.home) + 0.1)
-    clipped, applied = bounds.send(np.array(spec.home) + 1.0)
-    assert clipped and np.allclose(applied.value, np.array(spec.home) + 0.1) and bounds.clipped == 1

@@ -3,9 +3,8 @@ one-environment vector env: observation histories in, action chunks out, the sam
 simulation. Only the backend differs.
 
 Commands go through ``robot.send(action, t_target)``: the shield's :class:`~robopolicy.hal.shield.hardware.
-ShieldedBackend` (joint commands, or end-effector deltas through the shield's ``EeDeltaShield``).
-:class:`TaskActionBounds` only bounds each action to the task's action space and counts what it clipped: a
-baseline with no joint, rate or workspace limits of its own (``scripts/eval_hal_sim.py``).
+ShieldedBackend` (joint commands, or end-effector deltas through the shield's ``EeDeltaShield``), the only path
+to a backend's actuators.
 Resetting needs a simulated scene (``reset_scene``); a real robot's resets are the operator's
 (``robopolicy.eval.hardware``).
 """
@@ -28,25 +27,6 @@ class Robot(Protocol):
     def read(self) -> Observation: ...
 
     def send(self, action: np.ndarray, t_target: float | None = None) -> tuple[Any, Command]: ...
-
-
-class TaskActionBounds:
-    """The command path for a task scene in the task's action space: clip to ``[low, high]``, then write."""
-
-    def __init__(self, backend: Backend, low: np.ndarray, high: np.ndarray) -> None:
-        self.backend, self.low, self.high = backend, np.asarray(low, np.float64), np.asarray(high, np.float64)
-        self.steps = self.clipped = 0
-
-    def read(self) -> Observation:
-        return self.backend.read()
-
-    def send(self, action: np.ndarray, t_target: float | None = None) -> tuple[bool, Command]:
-        action = np.asarray(action, np.float64)
-        bounded = np.clip(action, self.low, self.high)
-        clipped = bool(np.any(bounded != action))
-        self.steps += 1
-        self.clipped += clipped
-        return clipped, self.backend.write(bounded, t_target)
 
 
 def _scene(backend: Backend):

@@ -116,7 +116,7 @@ def deploy_stage(out: Path, config: DemoConfig, done: dict[str, StageRecord]) ->
     name = best_policy(done)
     checkpoint = done[f"eval_{name}"]["checkpoint"]
     eval_config = EvalConfig(n_episodes=config.deploy_episodes, policy_seeds=[config.seed], n_envs=1, n_videos=0)
-    result = evaluate_on_hardware(checkpoint, HARDWARE, eval_config, out / "deploy", realtime=False)
+    result = evaluate_on_hardware(checkpoint, HARDWARE, eval_config, out / "deploy")
     shield = result["shield"]
     return {"policy": name, "checkpoint": checkpoint, "hardware": HARDWARE, "episodes": result["n_episodes"],
             "success_rate": result["success"]["rate"], "steps": shield["steps"], "interventions": shield["intervened"],

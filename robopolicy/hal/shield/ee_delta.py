@@ -179,13 +179,7 @@ class EeDeltaShield:
         return cmd, interventions, None
 
     def _count(self, step: ShieldStep) -> None:
-        counts = self.counts
-        counts.steps += 1
+        self.counts.add(step)
         if step.intervened:
-            counts.intervened += 1
             self.log.append(step)
-        for item in step.interventions:
-            counts.by_stage[item.stage] += 1
-        if step.fallback:
-            counts.fallbacks[step.fallback] += 1
 

@@ -98,6 +98,14 @@ class EpisodeCounts:
     by_stage: Counter = field(default_factory=Counter)
     fallbacks: Counter = field(default_factory=Counter)
 
+    def add(self, step: ShieldStep) -> None:
+        self.steps += 1
+        self.intervened += int(step.intervened)
+        for item in step.interventions:
+            self.by_stage[item.stage] += 1
+        if step.fallback:
+            self.fallbacks[step.fallback] += 1
+
     def to_dict(self) -> dict:
         return {"steps": self.steps, "intervened": self.intervened, "rate": self.intervened / max(self.steps, 1),
                 "by_stage": dict(self.by_stage), "fallbacks": dict(self.fallbacks)}
@@ -262,15 +270,9 @@ class Shield:
         return bool(inside)
 
     def _count(self, step: ShieldStep) -> None:
-        counts = self.counts
-        counts.steps += 1
+        self.counts.add(step)
         if step.intervened:
-            counts.intervened += 1
             self.log.append(step)
-        for item in step.interventions:
-            counts.by_stage[item.stage] += 1
-        if step.fallback:
-            counts.fallbacks[step.fallback] += 1
 
 
 def _numeric(command: object) -> bool:
