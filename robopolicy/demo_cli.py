@@ -43,11 +43,12 @@ def _toy(args: argparse.Namespace) -> int:
 def _main(args: argparse.Namespace) -> int:
     if args.toy:
         return _toy(args)
+    from dataclasses import replace
+
     from robopolicy.pipeline.demo import QUICK, DemoConfig, run_demo
     from robopolicy.pipeline.stages import StageFailed
 
-    config = QUICK if args.quick else DemoConfig()
-    config.seed, config.threads = args.seed, args.threads
+    config = replace(QUICK if args.quick else DemoConfig(), seed=args.seed, threads=args.threads)
     out = Path(args.out)
     try:
         run_demo(out, config, fresh=args.fresh)

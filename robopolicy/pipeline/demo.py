@@ -10,10 +10,11 @@ Nothing is downloaded: the task, its expert and every model are built here.
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robopolicy.pipeline.report import write_report
 from robopolicy.pipeline.stages import Stage, StageRecord, StageRunner
 
 TASK = "push_puck"
@@ -180,14 +181,8 @@ def build_stages(out: Path, config: DemoConfig) -> list[Stage]:
     stages.append(Stage("video", "record one rollout of the best policy",
                         lambda done: video_stage(out, config, done), est["video"]))
     stages.append(Stage("report", "write report.md, results.json, plots and the rollout video",
-                        lambda done: write_report(out, config, done), est["report"]))
+                        lambda done: write_report(out, asdict(config), done), est["report"]))
     return stages
-
-
-def write_report(out: Path, config: DemoConfig, done: dict[str, StageRecord]) -> StageRecord:
-    from robopolicy.pipeline.report import write_report as _write
-
-    return _write(out, asdict(config), done)
 
 
 def run_demo(out: Path, config: DemoConfig, fresh: bool = False) -> dict[str, StageRecord]:
@@ -199,7 +194,3 @@ def run_demo(out: Path, config: DemoConfig, fresh: bool = False) -> dict[str, St
     torch.set_num_threads(config.threads)
     out = out.resolve()  # the stage records hold paths; keep them valid from any working directory
     return StageRunner(out, build_stages(out, config), fresh=fresh).run()
-
-
-def quick_config(**overrides: Any) -> DemoConfig:
-    return replace(QUICK, **overrides)
