@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from robopolicy.specs import ConfigError, from_dict
+from robopolicy.specs import ConfigError, from_dict, resolve_toml
 
 HARDWARE_DIR = Path(__file__).resolve().parents[2] / "hardware"
 ROBOSUITE_PREFIX = "robosuite:"
@@ -270,15 +270,7 @@ def resolve_asset(text: str, base: Path) -> Path:
 
 def hardware_path(name_or_path: str | Path) -> Path:
     """Resolve a hardware name (``panda_sim``) or a path to a TOML file."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml":
-        if not path.exists():
-            raise ConfigError(f"{path}: file not found")
-        return path
-    candidate = HARDWARE_DIR / f"{name_or_path}.toml"
-    if not candidate.exists():
-        raise ConfigError(f"hardware {name_or_path!r}: no such file {candidate} (known: {', '.join(list_hardware())})")
-    return candidate
+    return resolve_toml(name_or_path, HARDWARE_DIR, "hardware")
 
 
 def load_hardware(name_or_path: str | Path) -> HardwareSpec:
