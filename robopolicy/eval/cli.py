@@ -17,20 +17,43 @@ def _eval(args: argparse.Namespace) -> int:
         n_videos=args.videos,
     )
     if args.hardware:
+        if args.shield:
+            raise ConfigError("eval: --shield shields a simulated task; --hardware runs on the robot through its own "
+                              "shield: pass one of them")
         return _eval_hardware(args, config)
-    if not args.task:
+    task, shield = _env_shield(args) if args.shield else (args.task, None)
+    if not task:
         raise ConfigError("eval: pass --task NAME (simulation) or --hardware FILE (a robot)")
     expert_kwargs = {"noise": args.expert_noise} if args.checkpoint == "expert" else {}
     result = evaluate_checkpoint(
-        args.checkpoint, args.task, config, args.out, asynchronous=args.asynchronous, device=args.device,
-        video_every=args.video_every, compile_mode=args.compile, aot_cache=args.aot_cache, **expert_kwargs,
+        args.checkpoint, task, config, args.out, asynchronous=args.asynchronous, device=args.device,
+        video_every=args.video_every, compile_mode=args.compile, aot_cache=args.aot_cache, shield=shield,
+        **expert_kwargs,
     )
-    brief = {k: result[k] for k in ("task", "n_episodes", "return", "length", "latency_ms") if k in result}
+    brief = {k: result[k] for k in ("task", "n_episodes", "return", "length", "latency_ms", "shield") if k in result}
     if "success" in result:
         brief["success"] = result["success"]
     print(json.dumps(brief, indent=1))
     print(f"wrote {args.out}/result.json, summary.png and {len(result['videos'])} video(s)")
     return 0
+
+
+def _env_shield(args: argparse.Namespace):
+    """The task (``--task``, else the hardware file's ``task``) and the shield every simulated env gets."""
+    from robopolicy.sim.rendering import select_gl_backend
+
+    select_gl_backend()  # before the shield imports mujoco: the videos need it
+    from robopolicy.hal.options import shield_options
+    from robopolicy.hal.shield_env import env_shield
+    from robopolicy.hal.spec import load_hardware
+    from robopolicy.task import load_task
+
+    spec = load_hardware(args.shield)
+    task = args.task or spec.task
+    if not task:
+        raise ConfigError(f"{spec.path}: task: eval --shield needs --task NAME, or a hardware file that names its "
+                          "task (task = \"...\")")
+    return task, env_shield(args.shield, load_task(task), shield_options(args))
 
 
 def _eval_hardware(args: argparse.Namespace, config) -> int:
@@ -86,6 +109,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--aot-cache", default=None,
                    help="with --compile aot: folder that keeps the compiled packages for later runs")
     p.add_argument("--out", default="runs/eval", help="output directory (default runs/eval)")
+    p.add_argument("--shield", default=None, metavar="HARDWARE",
+                   help="hardware name or TOML path: every simulated env's actions go through that robot's shield "
+                        "(options below), so the policy is judged as it would be deployed; the task defaults to the "
+                        "file's, and result.json counts the interventions (shield, and per episode)")
     _add_hardware_arguments(p)
     p.set_defaults(func=_eval)
 
@@ -104,4 +131,4 @@ def _add_hardware_arguments(p: argparse.ArgumentParser) -> None:
     hw.add_argument("--record", default=None, metavar="DIR", help="append every episode to this zarr dataset")
     hw.add_argument("--backend", default=None, help="override the hardware file's backend (e.g. mock)")
     add_executor_arguments(hw)
-    add_shield_arguments(hw)
+    add_shield_arguments(p.add_argument_group("the shield (--hardware or --shield)"))

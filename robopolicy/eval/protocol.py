@@ -118,13 +118,19 @@ def run_episodes(
     return episodes
 
 
-def evaluate(policy: ChunkPolicy, env: VectorEnv, config: EvalConfig, has_success: bool = True) -> dict[str, Any]:
+def evaluate(policy: ChunkPolicy, env: VectorEnv, config: EvalConfig, has_success: bool = True,
+             shielded: bool = False) -> dict[str, Any]:
     """Run the protocol and return every number: per-episode records, success with a Wilson 95 % CI,
-    per-policy-seed success, return and length summaries with bootstrap CIs, and inference latency."""
+    per-policy-seed success, return and length summaries with bootstrap CIs, and inference latency.
+    ``shielded``: the sub-envs are ``make_env(..., shield=...)``'s: each episode record gets its intervention
+    counts, and ``shield`` their sum (the evaluated episodes' steps only, not those of spare or autoreset envs)."""
     latencies: list[float] = []
     episodes: list[Episode] = []
+    shield_counts: list[dict[str, Any]] = []
     for seed in config.policy_seeds:
         episodes += run_episodes(policy, env, config.env_seeds, seed, latencies)
+        if shielded:
+            shield_counts += _episode_shield_counts(env, episodes[len(shield_counts):])
     successes = np.array([e.success for e in episodes])
     # the first call pays one-off costs (compilation, allocator and cache warm-up): reported apart
     first_ms, lat_ms = latencies[0] * 1e3, np.array(latencies[1:] or latencies) * 1e3
@@ -140,6 +146,12 @@ def evaluate(policy: ChunkPolicy, env: VectorEnv, config: EvalConfig, has_succes
         },
         "episodes": [asdict(e) for e in episodes],
     }
+    if shielded:
+        from robopolicy.hal.shield_env import sum_counts
+
+        result["shield"] = sum_counts(shield_counts)
+        for record, counts in zip(result["episodes"], shield_counts):
+            record["shield"] = counts
     if has_success:
         low, high = wilson_interval(int(successes.sum()), len(successes))
         per_seed = {
@@ -147,3 +159,12 @@ def evaluate(policy: ChunkPolicy, env: VectorEnv, config: EvalConfig, has_succes
         }
         result["success"] = {"rate": float(successes.mean()), "ci95": [low, high], "per_policy_seed": per_seed}
     return result
+
+
+def _episode_shield_counts(env: VectorEnv, episodes: list[Episode]) -> list[dict[str, Any]]:
+    """The shield's counts of each of ``episodes`` (one policy seed's, each env seed run once), matched by seed."""
+    from robopolicy.hal.shield_env import pop_shield_counts
+
+    _, finished = pop_shield_counts(env)
+    by_seed = {e.pop("env_seed"): e for e in finished if e["env_seed"] is not None}
+    return [by_seed[e.env_seed] for e in episodes]

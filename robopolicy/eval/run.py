@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robopolicy.atomic import write_json
 from robopolicy.eval.plots import plot_summary
 from robopolicy.eval.protocol import ChunkPolicy, EvalConfig, evaluate
+
+if TYPE_CHECKING:
+    from robopolicy.hal.shield_env import EnvShield
 
 EXPERT = "expert"
 
@@ -46,9 +49,10 @@ def load_eval_policy(checkpoint: str, task, device: str = "cpu", compile_mode: s
 def evaluate_checkpoint(
     checkpoint: str, task_name: str, config: EvalConfig, out_dir: str | Path, asynchronous: bool = False,
     device: str = "cpu", video_every: int = 1, compile_mode: str = "none", aot_cache: str | None = None,
-    **expert_kwargs: Any,
+    shield: EnvShield | None = None, **expert_kwargs: Any,
 ) -> dict[str, Any]:
-    """Build the vector env with the policy's horizons, run the protocol and write the report files."""
+    """Build the vector env with the policy's horizons, run the protocol and write the report files.
+    ``shield``: every env's actions go through it (``robopolicy.hal.shield_env.env_shield``); counts in ``shield``."""
     from robopolicy.sim import make_vector_env
     from robopolicy.task import load_task
 
@@ -60,12 +64,15 @@ def evaluate_checkpoint(
         task, min(config.n_envs, config.n_episodes), asynchronous=asynchronous,
         n_obs_steps=policy.config.n_obs_steps, n_action_steps=policy.config.n_action_steps,
         video_dir=out_dir / "videos", video_seeds=config.env_seeds[: config.n_videos], video_every=video_every,
+        shield=shield,
     )
     try:
-        result = evaluate(policy, env, config, has_success=task.has_success)
+        result = evaluate(policy, env, config, has_success=task.has_success, shielded=shield is not None)
     finally:
         env.close()
     result.update(task=task.name, checkpoint=checkpoint, videos=sorted(str(p) for p in (out_dir / "videos").glob("*")))
+    if shield is not None:
+        result["shield"]["hardware"] = shield.hardware
     write_json(out_dir / "result.json", result, indent=1)
     plot_summary(result, out_dir / "summary.png", f"{task.name}: {checkpoint}")
     return result

@@ -1,5 +1,6 @@
 """`robopolicy finetune CHECKPOINT --task TASK [--algo NAME] [--recipe R] [--set key=value ...] [--out DIR]
-[--resume auto|never|PATH] [--device D]`, and `robopolicy ppo` (the locomotion experts)."""
+[--resume auto|never|PATH] [--device D] [--shield HARDWARE [--shield-terminate]]`, and `robopolicy ppo` (the
+locomotion experts)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,15 @@ examples:
   robopolicy finetune runs/bc_push/checkpoints/best --task push_puck --algo dppo --out runs/dppo_push
   robopolicy finetune scratch --task push_puck --algo ppo --set iterations=50
   robopolicy finetune CKPT --task push_puck --set params.finetune_steps=1 --set update.target_kl=1.0
+  robopolicy finetune CKPT --task push_puck --shield hardware/push_puck_sim.toml --shield-terminate
+
+--shield HARDWARE puts that robot's deployment shield (robopolicy/hal/shield_env.py) around every rollout and
+evaluation env, so the policy learns and is judged under it; its commands must be the task's actions (a
+mismatch exits 2 naming the key). log.csv gains shield_rate (fraction of rollout steps the shield corrected),
+shield_cat_terminations, shield_faults and eval_shield_rate. --shield-terminate adds CaT (constraints as
+terminations) to the rollouts: a corrected step ends the episode with probability min(1, correction /
+shield.cat_scale). Both set config fields (shield.hardware, shield.terminate; shield.options.* takes the
+deploy shield's options, e.g. --set shield.options.collision=false), so config.json records them.
 
 outputs in --out: checkpoints/{{step_000010,latest,best}} (policy checkpoints that `robopolicy eval` and
 Policy.load read unchanged; best = highest held-out eval success), log.csv, tb/, config.json. A run started
@@ -34,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     recipe = args.recipe
     if recipe is None and f"{args.task}_{args.algo or 'dppo'}" in recipe_names():
         recipe = f"{args.task}_{args.algo or 'dppo'}"
-    config = load_finetune_config(recipe, args.overrides, task=args.task, algo=args.algo, out_dir=args.out,
+    shield = [f"shield.hardware={json.dumps(args.shield)}"] if args.shield else []
+    shield += ["shield.terminate=true"] if args.shield_terminate else []
+    config = load_finetune_config(recipe, shield + args.overrides, task=args.task, algo=args.algo, out_dir=args.out,
                                   device=args.device)
     from robopolicy.rl.finetune import finetune  # torch and the simulators load only when a run starts
 
@@ -80,6 +92,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="auto (default): continue from OUT/checkpoints/latest if present; never: start fresh; "
                         "PATH: continue from that checkpoint")
     p.add_argument("--device", default=None, help="policy/critic/update device: auto (default), cpu, cuda")
+    p.add_argument("--shield", default=None, metavar="HARDWARE",
+                   help="hardware name or TOML path: every env's actions go through that robot's shield "
+                        "(sets shield.hardware; see below)")
+    p.add_argument("--shield-terminate", action="store_true",
+                   help="CaT: a step the shield corrects may end the rollout episode (sets shield.terminate)")
     p.set_defaults(func=run)
 
     p = subparsers.add_parser(

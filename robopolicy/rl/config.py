@@ -104,6 +104,25 @@ class EvalSettings:
 
 
 @dataclass
+class ShieldSettings:
+    """The deployment shield around every rollout and evaluation env (`robopolicy.hal.shield_env`), so the policy
+    learns and is judged under the constraints it is deployed with. `hardware`: a hardware name or TOML path whose
+    commands are the task's actions ("": no shield); `options`: `robopolicy.hal.shield.hardware.ShieldOptions`
+    fields (default: deploy's defaults). `terminate`: CaT, constraints as terminations in the rollout envs (not
+    in evaluation): a corrected step ends the episode with probability min(1, correction / `cat_scale`)."""
+
+    hardware: str = ""
+    terminate: bool = False
+    cat_scale: float = 0.1
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(self.cat_scale > 0, "shield.cat_scale", "> 0", self.cat_scale)
+        _require(bool(self.hardware) or not self.terminate, "shield.terminate",
+                 "false unless shield.hardware is set", self.terminate)
+
+
+@dataclass
 class FinetuneConfig:
     task: str = ""
     algo: str = "dppo"
@@ -120,6 +139,7 @@ class FinetuneConfig:
     update: UpdateConfig = field(default_factory=UpdateConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    shield: ShieldSettings = field(default_factory=ShieldSettings)
 
     def __post_init__(self) -> None:
         _require(bool(self.task), "task", "a task name (tasks/NAME.toml) or path", self.task)

@@ -17,7 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -31,11 +31,14 @@ from robopolicy.rl.config import FinetuneConfig
 from robopolicy.rl.critic import Critic
 from robopolicy.rl.gae import RewardScaler, compute_gae
 from robopolicy.rl.update import Batch, ppo_update
-from robopolicy.specs import ConfigError, to_dict
+from robopolicy.specs import ConfigError, from_dict, to_dict
 from robopolicy.task import TaskSpec, load_task
 from robopolicy.train.runlog import RunLog
 from robopolicy.train.state import flatten_optimizer, unflatten_optimizer
 from robopolicy.train.trainer import BEST, LATEST, _checkpoint_to_resume, seed_everything
+
+if TYPE_CHECKING:
+    from robopolicy.hal.shield_env import EnvShield
 
 SCRATCH = "scratch"
 FORMAT = "robopolicy-finetune-state"
@@ -43,7 +46,8 @@ FORMAT_VERSION = 1
 COLUMNS = ["step", "env_steps", "return", "success_rate", "episode_length", "episodes", "eval_success",
            "eval_return", "policy_loss", "value_loss", "approx_kl", "clip_fraction", "ratio_mean", "ratio_max",
            "explained_variance", "chain_std", "bc_loss", "actor_grad_norm", "minibatches", "kl_stopped",
-           "env_steps_per_s", "env_time_s", "policy_time_s", "update_time_s", "elapsed_s"]
+           "shield_rate", "shield_cat_terminations", "shield_faults", "eval_shield_rate", "env_steps_per_s",
+           "env_time_s", "policy_time_s", "update_time_s", "elapsed_s"]
 TIMING_COLUMNS = {"env_steps_per_s", "env_time_s", "policy_time_s", "update_time_s", "elapsed_s"}
 
 
@@ -116,6 +120,7 @@ class Finetuner:
         else:
             start = load_policy(checkpoint, device=self.device)
         check_task(self.task, start, checkpoint)
+        self.shield = self._env_shield()
         context = AlgorithmContext(start.config.n_action_steps, self.device)
         self.algorithm = build_algorithm(config.algo, start, config.params, context)
         self.policy = self.algorithm.policy.to(self.device)
@@ -126,6 +131,20 @@ class Finetuner:
         self.progress = Progress()
         if resume_from is not None:
             self.load_state(resume_from)
+
+    def _env_shield(self) -> EnvShield | None:
+        """The shield every env gets (config.shield), checked against the task before any env is built."""
+        settings = self.config.shield
+        if not settings.hardware:
+            return None
+        from robopolicy.sim.rendering import select_gl_backend
+
+        select_gl_backend()  # before the shield imports mujoco
+        from robopolicy.hal.shield.hardware import ShieldOptions
+        from robopolicy.hal.shield_env import env_shield
+
+        options = from_dict(ShieldOptions, settings.options, "shield.options")
+        return env_shield(settings.hardware, self.task, options, settings.terminate, settings.cat_scale)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------
 
@@ -184,6 +203,13 @@ class Finetuner:
         start = time.perf_counter()
         rollout = collector.collect(cfg.rollout.n_decisions, seeds)
         collected = time.perf_counter()
+        shield: dict[str, Any] = {}
+        if self.shield is not None:
+            from robopolicy.hal.shield_env import pop_shield_counts
+
+            counts, _ = pop_shield_counts(collector.env)
+            shield = {"shield_rate": counts["rate"], "shield_cat_terminations": counts["cat_terminations"],
+                      "shield_faults": counts["faults"]}
         batch = self._batch(rollout)
         warming_up = iteration <= cfg.update.critic_warmup_iterations
         stats = ppo_update(self.algorithm, self.critic, batch, None if warming_up else self.actor_opt,
@@ -194,7 +220,7 @@ class Finetuner:
             "step": iteration, "env_steps": self.progress.env_steps + rollout.env_steps,
             "return": _mean([e["return"] for e in episodes]), "episode_length": _mean([e["length"] for e in episodes]),
             "success_rate": _mean([e["success"] for e in episodes]) if self.task.has_success else None,
-            "episodes": len(episodes), **stats, **self.algorithm.rollout_stats(rollout.store),
+            "episodes": len(episodes), **stats, **self.algorithm.rollout_stats(rollout.store), **shield,
             # policy time: everything in the rollout but the env calls (sampling, encoding, bookkeeping)
             "env_steps_per_s": rollout.env_steps / (end - start), "env_time_s": rollout.env_time_s,
             "policy_time_s": collected - start - rollout.env_time_s, "update_time_s": end - collected,
@@ -208,9 +234,11 @@ class Finetuner:
         cfg = self.config.eval
         self.policy.eval()
         result = evaluate(self.policy, env, EvalConfig(n_episodes=cfg.n_episodes, policy_seeds=[0], split="test",
-                                                        n_envs=cfg.n_envs, n_videos=0), self.task.has_success)
+                                                        n_envs=cfg.n_envs, n_videos=0), self.task.has_success,
+                          shielded=self.shield is not None)
         metric = result["success"]["rate"] if self.task.has_success else result["return"]["mean"]
-        return metric, {"eval_success": result.get("success", {}).get("rate"), "eval_return": result["return"]["mean"]}
+        return metric, {"eval_success": result.get("success", {}).get("rate"), "eval_return": result["return"]["mean"],
+                        "eval_shield_rate": result.get("shield", {}).get("rate")}
 
     # ---- the loop -------------------------------------------------------------------------------------------
 
@@ -221,8 +249,12 @@ class Finetuner:
         horizons = {"n_obs_steps": self.policy.config.n_obs_steps, "n_action_steps": self.policy.config.n_action_steps}
         env = make_vector_env(self.task, cfg.rollout.n_envs, asynchronous=cfg.rollout.asynchronous,
                               same_step_autoreset=True, backend=cfg.rollout.vector_backend,
-                              ray_workers=cfg.rollout.ray_workers, ray_address=cfg.rollout.ray_address, **horizons)
-        eval_env = make_vector_env(self.task, min(cfg.eval.n_envs, cfg.eval.n_episodes), **horizons)
+                              ray_workers=cfg.rollout.ray_workers, ray_address=cfg.rollout.ray_address,
+                              shield=self.shield, **horizons)
+        # judged under the shield, without CaT's terminations
+        eval_shield = None if self.shield is None else dataclasses.replace(self.shield, cat=False)
+        eval_env = make_vector_env(self.task, min(cfg.eval.n_envs, cfg.eval.n_episodes), shield=eval_shield,
+                                   **horizons)
         collector = Collector(env, self.policy, self.algorithm)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         log = RunLog(self.out_dir, p.iteration, cfg.tensorboard, COLUMNS)

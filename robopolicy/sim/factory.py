@@ -1,8 +1,9 @@
 """Build single and vectorized environments for a task, with the standard wrappers in a fixed order.
 
-Order (inside out): simulator env -> time limit -> dict observations -> success rule -> video recorder ->
-multistep (chunk) execution. Vector envs are gymnasium's sync or async envs of that stack; on 2 cores
-sync is faster at every size (see ENVIRONMENT.md), so it is the default.
+Order (inside out): simulator env -> time limit -> dict observations -> success rule -> shield (optional,
+``robopolicy.hal.shield_env``) -> video recorder -> multistep (chunk) execution. Vector envs are gymnasium's
+sync or async envs of that stack; on 2 cores sync is faster at every size (see ENVIRONMENT.md), so it is the
+default.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
@@ -18,6 +19,9 @@ from robopolicy.sim.video import VideoRecorder
 from robopolicy.sim.wrappers import DictObservation, MultiStepWrapper, SuccessInfo
 from robopolicy.specs import ConfigError
 from robopolicy.task import TaskSpec, load_task
+
+if TYPE_CHECKING:
+    from robopolicy.hal.shield_env import EnvShield
 
 
 def _own_env(task: TaskSpec, kwargs: dict[str, Any]) -> gym.Env:
@@ -58,12 +62,16 @@ def make_env(
     video_seeds: Iterable[int] = (),
     video_every: int = 1,
     chunked: bool = True,
+    shield: EnvShield | None = None,
     **env_kwargs: Any,
 ) -> gym.Env:
     """One environment for ``task``; horizons default to the task file's. ``chunked=False`` skips the
-    multistep wrapper (single actions in, single observations out)."""
+    multistep wrapper (single actions in, single observations out). ``shield``: every action goes through
+    that hardware file's shield (``robopolicy.hal.shield_env.env_shield``), as on the robot."""
     task = load_task(task) if isinstance(task, str) else task
     env = make_base_env(task, **env_kwargs)
+    if shield is not None:
+        env = shield.wrap(env)
     if video_dir is not None:
         env = VideoRecorder(env, video_dir, video_seeds, fps=task.video.fps, every=video_every)
     if chunked:
