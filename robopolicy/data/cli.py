@@ -22,6 +22,7 @@ def _formats_epilog() -> str:
 def _convert(args: argparse.Namespace) -> int:
     options = {"lerobot_images": args.lerobot_images, "fps": args.fps, "task": args.task,
                "lerobot_data_mb": args.lerobot_data_mb, "lerobot_video_mb": args.lerobot_video_mb,
+               "lerobot_episodes_mb": args.lerobot_episodes_mb,
                "command": "robopolicy convert " + " ".join(sys.argv[2:])}
     src, out = convert(
         args.src, args.dst, src_format=args.format, dst_format=args.to, overwrite=args.overwrite,
@@ -98,6 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="lerobot output: start a new parquet data file at this size (lerobot's default 100)")
     conv.add_argument("--lerobot-video-mb", type=float, default=200,
                       help="lerobot output: start a new mp4 file per camera at this size (lerobot's default 200)")
+    conv.add_argument("--lerobot-episodes-mb", type=float,
+                      help="lerobot output: start a new meta/episodes parquet file at this size "
+                           "(default: the data files' limit, as lerobot)")
     conv.add_argument("--fps", type=float, help="frame rate, when the source does not record one")
     conv.add_argument("--task", help="lerobot output: task description for every episode")
     conv.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -1,11 +1,13 @@
 """Load a LeRobotDataset with the real lerobot 0.4.x loader and dump every frame (run with .venv-tools/bin/python).
 
-Usage: read_lerobot.py DATASET_DIR OUT.npz
+Usage: read_lerobot.py DATASET_DIR OUT.npz [EPISODES.json]
 Proves that a dataset robopolicy exported is one lerobot itself reads: values come from
-LeRobotDataset.__getitem__ (images converted back to uint8 HWC), plus the episode boundaries from its metadata.
+LeRobotDataset.__getitem__ (images converted back to uint8 HWC), plus the episode boundaries from its metadata
+(and, given EPISODES.json, every row of the episodes metadata as lerobot loaded it, stats/ columns aside).
 lerobot 0.4.x decodes video with torchcodec or torchvision.io.VideoReader, neither available with the CPU
 torch here, so its decode step is swapped for a plain PyAV one; lerobot still picks the file and timestamps.
 """
+import json
 import sys
 
 import numpy as np
@@ -50,5 +52,8 @@ for i in range(len(ds)):
             value = (value.permute(1, 2, 0) * 255).round().to(torch.uint8)
         frames.setdefault(key, []).append(value.numpy())
 ends = np.asarray([ep["dataset_to_index"] for ep in ds.meta.episodes])
+if len(sys.argv) > 3:
+    with open(sys.argv[3], "w") as f:
+        json.dump([dict(ep) for ep in ds.meta.episodes], f)
 np.savez(out, episode_ends=ends, fps=ds.fps, **{k: np.stack(v) for k, v in frames.items()})
 print(f"read {len(ds)} frames, {ds.num_episodes} episodes")

@@ -26,10 +26,13 @@ from robopolicy.errors import DataError
 DEFAULT_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 VISUAL = ("video", "image")
 SUPPORTED = ("v2.0", "v2.1", "v3.0")
-# lerobot 0.4's defaults (lerobot.datasets.utils): files per chunk, and the size limits of data and video files.
+# lerobot 0.4's defaults (lerobot.datasets.utils): files per chunk, and the size limits of data and video files
+# (lerobot splits the meta/episodes files at the data files' limit too).
 CHUNKS_SIZE, DATA_FILE_MB, VIDEO_FILE_MB = 1000, 100, 200
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+EPISODES_BUFFER = 10  # lerobot's metadata_buffer_size: episode rows reach parquet ten at a time
 
 
 def detect(path: Path) -> bool:
@@ -94,10 +97,17 @@ def decode_video(path: Path, timestamps: np.ndarray, fps: float, key: str) -> np
     return np.stack(out)  # type: ignore[arg-type]
 
 
+def _step_shape(feature: dict) -> tuple[int, ...]:
+    """A feature's per-step shape; lerobot keeps a one-value feature (shape [1]) as one number per step, a
+    scalar column that its loader yields as a scalar, so it reads as shape ()."""
+    shape = tuple(feature["shape"])
+    return () if shape == (1,) else shape
+
+
 def _column(table: Any, key: str, feature: dict, root: Path) -> np.ndarray:
     """A parquet column as (T, *shape) numpy, decoding PNG images."""
     col = table.column(key).combine_chunks()
-    shape = tuple(feature["shape"])
+    shape = _step_shape(feature)
     if feature["dtype"] == "image":
         from PIL import Image
 
@@ -176,7 +186,7 @@ class LeRobotSource(Source):
 
     def summary(self) -> Summary:
         feats = {
-            k: (tuple(v["shape"]), "uint8" if v["dtype"] in VISUAL else str(np.dtype(v["dtype"])))
+            k: (_step_shape(v), "uint8" if v["dtype"] in VISUAL else str(np.dtype(v["dtype"])))
             for k, v in self.features.items()
         }
         return Summary(
@@ -324,7 +334,8 @@ class _FileSplit:
     once the current file's size plus the episode's expected size (the file's average bytes per frame times
     the episode's frames) reaches the limit; after `chunks_size` files the index moves to the next chunk.
     lerobot measures a video episode after encoding it to a temporary file; the writer here streams frames
-    into the open file and uses the same average-per-frame estimate for videos."""
+    into the open file and uses the same average-per-frame estimate for videos. For the episodes metadata a
+    "frame" is one episode's row."""
 
     def __init__(self, limit_mb: float, chunks_size: int) -> None:
         self.limit_mb, self.chunks_size = limit_mb, chunks_size
@@ -345,6 +356,61 @@ class _FileSplit:
         return template.format(chunk_index=self.chunk, file_index=self.file, **keys)
 
 
+class _EpisodesWriter:
+    """meta/episodes/chunk-XXX/file-YYY.parquet, written as lerobot 0.4 writes them: rows reach the open file
+    EPISODES_BUFFER at a time, a batch starts a new file once the file's size plus the batch's expected size
+    (the file's mean bytes per row times the batch's rows) reaches the limit, and every row names its file in
+    meta/episodes/chunk_index / file_index. The size is that of the open file, as lerobot measures it: parquet's
+    footer (a few hundred bytes per column and row group) is written on close and comes on top. (lerobot 0.4.4
+    checks before each episode, but its file grows only a batch at a time, and it estimates the next row by
+    dividing the file's size by the latest episode index and multiplying by the episode's frame count.)"""
+
+    def __init__(self, root: Path, limit_mb: float, chunks_size: int) -> None:
+        self.root = root
+        self.split = _FileSplit(limit_mb, chunks_size)
+        self.pending: list[dict] = []
+        self.schema: Any = None  # the first batch's schema, kept for every file: lerobot loads them as one table
+        self.writer: Any = None
+        self.path: Path | None = None
+        self.n = 0
+
+    def add(self, row: dict) -> None:
+        self.pending.append(row)
+        self.n += 1
+        if len(self.pending) == EPISODES_BUFFER:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.pending:
+            return
+        if self.writer is not None and self.path is not None and self.split.starts_new_file(
+            self.path.stat().st_size, len(self.pending)
+        ):
+            self.writer.close()
+            self.writer = None
+        for row in self.pending:
+            row.update({"meta/episodes/chunk_index": self.split.chunk, "meta/episodes/file_index": self.split.file})
+        table = pa.Table.from_pylist(self.pending, schema=self.schema)
+        if self.writer is None:
+            self.path = self.root / self.split.path(EPISODES_PATH)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table)
+        self.split.frames += len(self.pending)
+        self.pending = []
+
+    def close(self) -> None:
+        """Write the last, partial batch and close the open file (also on failure: the output is dropped then)."""
+        self._flush()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
 def _stats(acc: RunningStats, visual: bool, frames: int) -> dict[str, Any]:
     """lerobot's stats.json entry; images are reduced per channel to shape (C, 1, 1) in [0, 1]."""
     shape, scale = ((-1, 1, 1), 1 / 255) if visual else ((-1,), 1.0)
@@ -359,8 +425,9 @@ def _update_stats(acc: RunningStats, arr: np.ndarray, visual: bool) -> None:
 
 def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, options: dict[str, Any]) -> dict[str, str]:
     """Write a LeRobotDataset v3.0: parquet data files and one mp4 series per camera (or PNG images), split at
-    lerobot's size limits (options lerobot_data_mb / lerobot_video_mb, default 100 / 200 MB as lerobot's),
-    the episodes metadata, and running statistics (no frame is kept after it is written)."""
+    lerobot's size limits (options lerobot_data_mb / lerobot_video_mb, default 100 / 200 MB as lerobot's), the
+    episodes metadata split likewise (lerobot_episodes_mb, default the data files' limit as lerobot's), and
+    running statistics (no frame, and no episode row once written, is kept)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -372,8 +439,8 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
     task = options.get("task") or (info.source.get("tasks") or [""])[0] or "robopolicy export"
     data_mb = float(options.get("lerobot_data_mb") or DATA_FILE_MB)
     video_mb = float(options.get("lerobot_video_mb") or VIDEO_FILE_MB)
+    episodes_mb = float(options.get("lerobot_episodes_mb") or data_mb)
     chunks_size = int(options.get("lerobot_chunks_size") or CHUNKS_SIZE)
-    ep_rel = "meta/episodes/chunk-000/file-000.parquet"
     tmp.mkdir()
     mapping: dict[str, str] = {}
     features: dict[str, dict] = {}
@@ -382,7 +449,7 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
     data_split = _FileSplit(data_mb, chunks_size)
     data_writer: Any = None
     data_path: Path | None = None
-    episode_rows: list[dict] = []
+    episodes_meta = _EpisodesWriter(tmp, episodes_mb, chunks_size)
     stats: dict[str, RunningStats] = {}
     index = 0
     try:
@@ -390,6 +457,10 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
             n = len(episode[info.action_key])
             if not features:
                 for key, arr in episode.items():
+                    if arr.shape[1:] == (1,):
+                        raise DataError(source.path, key, "per-step shape (1,); expected () or 2+ values: lerobot "
+                                        "keeps a one-value feature as a per-step scalar, so (T, 1) would not "
+                                        "come back as written")
                     kind = "rgb" if looks_like_rgb(arr.shape[1:], arr.dtype) else "low_dim"
                     name = _lerobot_key(key, kind, info)
                     mapping[key] = name
@@ -445,15 +516,15 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
                 data_writer = pq.ParquetWriter(data_path, table.schema)
             data_writer.write_table(table)
             data_split.frames += n
-            row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
-            episode_rows.append(row)
+            episodes_meta.add(row)
             index += n
     finally:
         for w in writers.values():
             w.close()
         if data_writer is not None:
             data_writer.close()
-    if not episode_rows:
+        episodes_meta.close()
+    if not episodes_meta.n:
         raise DataError(source.path, None, "no episodes to write; expected at least one")
     for col in DEFAULT_COLUMNS:
         features[col] = {"dtype": "float32" if col == "timestamp" else "int64", "shape": [1], "names": None}
@@ -462,16 +533,14 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
         features[name]["info"] = {"video.height": h, "video.width": wd, "video.codec": "h264",
                                   "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": fps,
                                   "video.channels": c, "has_audio": False}
-    (tmp / "meta/episodes/chunk-000").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(episode_rows), tmp / ep_rel)
     pq.write_table(_tasks_table(task), tmp / "meta/tasks.parquet")
     stats_json = {name: _stats(acc, features[name]["dtype"] in VISUAL, index) for name, acc in stats.items()}
     (tmp / "meta/stats.json").write_text(json.dumps(stats_json, indent=2))
     info_json = {
-        "codebase_version": "v3.0", "robot_type": info.source.get("robot_type"), "total_episodes": len(episode_rows),
+        "codebase_version": "v3.0", "robot_type": info.source.get("robot_type"), "total_episodes": episodes_meta.n,
         "total_frames": index, "total_tasks": 1, "chunks_size": chunks_size, "data_files_size_in_mb": data_mb,
         "video_files_size_in_mb": video_mb, "fps": fps if fps != int(fps) else int(fps),
-        "splits": {"train": f"0:{len(episode_rows)}"},
+        "splits": {"train": f"0:{episodes_meta.n}"},
         "data_path": DATA_PATH, "video_path": VIDEO_PATH if splits else None,
         "features": features, "robopolicy_source": info.source,
     }
