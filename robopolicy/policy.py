@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from torch import nn
 
 from robopolicy.aot import PolicySnapshot
 from robopolicy.checkpoint import load_state, read_policy_config, save_checkpoint
+from robopolicy.chunking import ChunkQueue, FrameHistory
 from robopolicy.heads import Chain, build_head
 from robopolicy.heads.base import randn
 from robopolicy.nn.encoder import ObsEncoder
@@ -66,8 +66,10 @@ class Policy(nn.Module):
                                self.encoder.out_dim, config.backbone)
         # a zero-size buffer that follows .to(): O(1) device look-up (parameters() iteration costs ~50 us per call)
         self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
-        self._frame_features: deque[torch.Tensor] = deque(maxlen=config.n_obs_steps)
-        self._action_queue: deque[torch.Tensor] = deque()
+        # select_action's state: features of the observation window, planned actions, and the current step
+        self._frame_features: FrameHistory[torch.Tensor] = FrameHistory(config.n_obs_steps)
+        self._planned: ChunkQueue[torch.Tensor] = ChunkQueue()
+        self._step = 0
         self._compiled_act: Callable[..., torch.Tensor] | None = None  # set by compile(): sampling + unnormalization
         # set by compile() for camera-free policies: all of predict_action
         self._compiled_predict: Callable[..., torch.Tensor] | None = None
@@ -278,7 +280,8 @@ class Policy(nn.Module):
     def reset(self) -> None:
         """Forget the observation history and queued actions (call at the start of each episode)."""
         self._frame_features.clear()
-        self._action_queue.clear()
+        self._planned = ChunkQueue()
+        self._step = 0
 
     @torch.no_grad()
     def select_action(self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
@@ -289,17 +292,19 @@ class Policy(nn.Module):
         if the next plan will use it: with two camera frames, replanning then costs one image encoding instead
         of two, while the total work stays the same.
         """
-        to = self.config.n_obs_steps
-        if len(self._action_queue) < to:  # this frame is among the next plan's last n_obs_steps
+        step = self._step
+        queued = self._planned.remaining(step)
+        if queued < self.config.n_obs_steps:  # this frame is among the next plan's last n_obs_steps
             frame = {k: torch.as_tensor(v).unsqueeze(1) for k, v in obs.items()}
-            features = self.encode_frames(frame)[:, 0]
-            # at episode start the first frame stands in for the missing history
-            self._frame_features.extend([features] * (1 if self._frame_features else to))
-        if not self._action_queue:
-            cond = torch.stack(list(self._frame_features), 1).flatten(1)
+            self._frame_features.push(self.encode_frames(frame)[:, 0])
+        if not queued:
+            cond = torch.stack(self._frame_features.frames, 1).flatten(1)
             chunk = self.act(cond, generator=generator)
-            self._action_queue.extend(chunk[:, : self.config.n_action_steps].unbind(1))
-        return self._action_queue.popleft()
+            self._planned.put(chunk[:, : self.config.n_action_steps].transpose(0, 1), step)  # time-major
+        self._step += 1
+        action = self._planned.pop(step)
+        assert action is not None  # a plan covering `step` was just put when none was queued
+        return action
 
     # ---- persistence ----------------------------------------------------------------------------------------
 

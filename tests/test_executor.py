@@ -19,7 +19,6 @@ import pytest
 
 from robopolicy.data.replay_buffer import ReplayBuffer
 from robopolicy.hal.backend import State
-from robopolicy.hal.chunk_queue import ChunkQueue
 from robopolicy.hal.executor import Executor, ExecutorConfig
 from robopolicy.hal.mock import MockBackend
 from robopolicy.hal.recorder import Recorder
@@ -50,29 +49,6 @@ def sweep(history: dict[str, np.ndarray]) -> np.ndarray:
 
 def commands(backend: MockBackend) -> list[np.ndarray]:
     return [value for kind, value in backend.robot.log if kind == "command"]
-
-
-# ---- chunk queue ---------------------------------------------------------------------------------------------
-
-def test_replace_splicing_drops_stale_actions_and_overrides_the_future() -> None:
-    queue = ChunkQueue("replace")
-    queue.put(np.arange(4.0)[:, None], start_tick=0)
-    assert queue.pop(0)[0] == 0.0 and queue.pop(1)[0] == 1.0
-    stale = queue.put(np.full((4, 1), 10.0), start_tick=1)  # planned from tick 1, arrives after tick 1 ran
-    assert stale == 1 and queue.stale_dropped == 1
-    assert queue.remaining(2) == 3 and queue.pop(2)[0] == 10.0
-    assert queue.pop(7) is None and queue.remaining(7) == 0
-
-
-def test_temporal_ensembling_averages_overlapping_predictions_oldest_heaviest() -> None:
-    queue = ChunkQueue("ensemble", decay=1.0)
-    queue.put(np.zeros((3, 1)), start_tick=0)
-    queue.put(np.ones((3, 1)), start_tick=1)
-    assert queue.pop(0)[0] == 0.0
-    w = np.exp(-np.arange(2.0))
-    assert queue.pop(1)[0] == pytest.approx(w[1] / w.sum())
-    with pytest.raises(ValueError, match="splice"):
-        ChunkQueue("mix")
 
 
 # ---- normal runs ---------------------------------------------------------------------------------------------

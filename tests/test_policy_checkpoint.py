@@ -127,7 +127,7 @@ def test_select_action_replans_every_n_action_steps() -> None:
         expected = policy.encode({"state": torch.stack([frames[i] for i in history], 1)})
         torch.testing.assert_close(cond, expected)
     policy.reset()
-    assert not policy._action_queue and not policy._frame_features
+    assert policy._planned.remaining(0) == 0 and not policy._frame_features.frames
 
 
 def test_frames_encode_independently_and_act_matches_predict_action() -> None:

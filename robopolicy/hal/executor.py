@@ -4,7 +4,7 @@ Policy -> Executor -> Shield -> Backend. Each control tick ``k`` has the absolut
 delays never accumulate; a tick woken more than one period late counts as an overrun and the missed ticks are
 skipped). Per tick: read (the shielded backend checks the measured state: outside the hard limits is a fault),
 hand the observation to the inference thread when a new plan is due, pop this tick's action from the
-:class:`~robopolicy.hal.chunk_queue.ChunkQueue`, shield and send it, record the step. Inference runs in its own
+:class:`~robopolicy.chunking.ChunkQueue`, shield and send it, record the step. Inference runs in its own
 thread, so a slow policy never stalls the loop: while no action is queued the loop commands a standstill at
 the last commanded position (which the shield brakes to within the acceleration limit), and after
 ``watchdog_periods`` such ticks (deoxys' 20 by default) the watchdog holds the arm and ends the run. SIGINT
@@ -24,15 +24,14 @@ import os
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from robopolicy.chunking import ChunkQueue, FrameHistory, SpliceMode, stack_frames
 from robopolicy.hal.backend import FaultError, HalError, Observation, State, clock
-from robopolicy.hal.chunk_queue import ChunkQueue, SpliceMode
 from robopolicy.hal.recorder import Recorder, observation_arrays
 from robopolicy.hal.shield.hardware import ShieldedBackend
 from robopolicy.hal.shield.pipeline import ShieldFault
@@ -172,17 +171,17 @@ class Executor:
         watchdog or SIGINT; the arm is always held and disarmed at the end."""
         cfg, report = self.config, RunReport()
         dt = 1.0 / self.rate_hz
-        queue = ChunkQueue(cfg.splice, cfg.ensemble_decay)
+        queue: ChunkQueue[np.ndarray] = ChunkQueue(cfg.splice, cfg.ensemble_decay)
         worker = _Inference(self.infer, queue)
-        history: deque[dict[str, np.ndarray]] = deque(maxlen=cfg.n_obs_steps)
+        history: FrameHistory[dict[str, np.ndarray]] = FrameHistory(cfg.n_obs_steps)
         previous_handler = None
         if threading.current_thread() is threading.main_thread():
             previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             obs = self.robot.start()
-            history.extend([observation_arrays(obs)] * cfg.n_obs_steps)  # the first frame stands in for history
+            history.push(observation_arrays(obs))  # the first frame stands in for the history
             worker.start()
-            worker.request(0, _stack(history))
+            worker.request(0, stack_frames(history.frames))
             if not self._wait_first_plan(worker, queue, report):
                 return report
             restore = raise_priority() if cfg.realtime else None
@@ -225,7 +224,7 @@ class Executor:
             return False
         return True
 
-    def _loop(self, obs: Observation, history: deque, queue: ChunkQueue, worker: _Inference, report: RunReport,
+    def _loop(self, obs: Observation, history: FrameHistory, queue: ChunkQueue, worker: _Inference, report: RunReport,
               dt: float, until: Callable[[int, Observation], bool] | None) -> None:
         cfg = self.config
         # the first plan was made from tick 0's observation, which is `obs`: tick 0 starts now
@@ -247,12 +246,12 @@ class Executor:
             report.jitter_ms.append((now - deadline) * 1e3)
             if tick > 0:
                 obs = self.robot.read()
-                history.append(observation_arrays(obs))
+                history.push(observation_arrays(obs))
             if worker.error is not None:
                 report.reason, report.detail = "policy_error", repr(worker.error)
                 return
             if self._replan_due(tick, last_request, queue, worker, dt):
-                worker.request(tick, _stack(history))
+                worker.request(tick, stack_frames(history.frames))
                 last_request = tick
             action = queue.pop(tick)
             if action is None:
@@ -322,7 +321,3 @@ def raise_priority() -> Callable[[], None] | None:
         log.info("executor: real-time priority not available (%s); running at normal priority", exc)
         return None
     return lambda: os.sched_setscheduler(0, policy, param)
-
-
-def _stack(history: deque) -> dict[str, np.ndarray]:
-    return {key: np.stack([frame[key] for frame in history]) for key in history[-1]}

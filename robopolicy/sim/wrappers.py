@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from robopolicy.chunking import FrameHistory, stack_frames
 from robopolicy.task import SuccessRule
 
 
@@ -55,6 +55,9 @@ def _stacked(space: gym.spaces.Box, n: int) -> gym.spaces.Box:
 class MultiStepWrapper(gym.Wrapper):
     """Observation history in, action chunk out (diffusion_policy's multistep execution, made explicit).
 
+    The env side of chunk execution (see `robopolicy.chunking`): batch-oriented loops hand over a whole chunk per
+    call, so there is no action queue here, only the shared observation window.
+
     ``step`` takes ``(n_action_steps, *action_shape)`` actions and executes them in order, stopping early
     when the episode ends. It returns each observation key stacked over the last ``n_obs_steps`` steps
     (oldest first; padded with the first observation after reset), the summed reward, and the last
@@ -71,16 +74,13 @@ class MultiStepWrapper(gym.Wrapper):
             {k: _stacked(s, n_obs_steps) for k, s in env.observation_space.spaces.items()}
         )
         self.action_space = _stacked(env.action_space, n_action_steps)
-        self._history: deque[dict[str, np.ndarray]] = deque(maxlen=n_obs_steps)
-
-    def _stack(self) -> dict[str, np.ndarray]:
-        return {k: np.stack([obs[k] for obs in self._history]) for k in self._history[-1]}
+        self._history: FrameHistory[dict[str, np.ndarray]] = FrameHistory(n_obs_steps)
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self._history.clear()
-        self._history.extend([obs] * self.n_obs_steps)
-        return self._stack(), info
+        self._history.push(obs)
+        return stack_frames(self._history.frames), info
 
     def step(self, actions: np.ndarray):
         actions = np.asarray(actions)
@@ -90,10 +90,11 @@ class MultiStepWrapper(gym.Wrapper):
         n_steps = 0
         for action in actions:
             obs, reward, terminated, truncated, info = self.env.step(action)
-            self._history.append(obs)
+            self._history.push(obs)
             total += float(reward)
             success = success or bool(info.get("is_success", False))
             n_steps += 1
             if terminated or truncated:
                 break
-        return self._stack(), total, terminated, truncated, dict(info, is_success=success, n_steps=n_steps)
+        info = dict(info, is_success=success, n_steps=n_steps)
+        return stack_frames(self._history.frames), total, terminated, truncated, info
