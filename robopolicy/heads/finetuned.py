@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from robopolicy.heads.base import Chain, Head, check_params, gaussian_log_prob, randn
-from robopolicy.heads.registry import build_pretrained_head
-from robopolicy.specs import BackboneConfig, ConfigError, HeadConfig, from_dict
+from robopolicy.heads.wrapper import WrapperHead
+from robopolicy.specs import BackboneConfig, ConfigError, HeadConfig
 
 
 @dataclass
@@ -61,18 +61,15 @@ def _lower_floor(head: Head, floor: float) -> None:
         head.params.min_std = min(head.params.min_std, floor)
 
 
-class FinetunedHead(Head):
+class FinetunedHead(WrapperHead):
     name = "finetuned"
     Params = FinetunedParams
     params: FinetunedParams
 
     def __init__(self, params: dict[str, Any], action_dim: int, horizon: int, cond_dim: int,
                  backbone: BackboneConfig) -> None:
-        nn.Module.__init__(self)  # no network of its own: the two heads hold them
-        self.params = from_dict(FinetunedParams, params, "head.params")
-        self.action_dim, self.horizon, self.cond_dim = action_dim, horizon, cond_dim
+        super().__init__(params, action_dim, horizon, cond_dim, backbone)
         p = self.params
-        self.base = build_pretrained_head(p.base.name, p.base.params, action_dim, horizon, cond_dim, backbone)
         if self.base.noise_shape(1, p.steps)[1] == 0 and not p.learn_std:
             raise ConfigError(f"head.params.base: the {p.base.name} head samples without noise, so it has no "
                               "denoising chain to fine-tune (use a diffusion, flow or consistency head, or "
@@ -88,12 +85,7 @@ class FinetunedHead(Head):
         """The head config of `head_config`'s head fine-tuned with chain settings `chain` (FinetunedParams fields)."""
         if head_config.name == cls.name:
             raise ConfigError("head.name: the checkpoint is already fine-tuned; resume its run instead")
-        return HeadConfig(cls.name, {"base": {"name": head_config.name, "params": head_config.params}, **chain})
-
-    @property  # read-only here: the base head owns the network this names
-    def net(self) -> nn.Module:  # type: ignore[override]
-        """The pretrained network (ahead-of-time compilation of UNet heads compiles this one call)."""
-        return self.base.net
+        return super().wrap(head_config, **chain)
 
     @property
     def first_finetuned_step(self) -> int:
@@ -105,9 +97,6 @@ class FinetunedHead(Head):
 
     # ---- the chain ----------------------------------------------------------------------------------------
 
-    def default_chain_steps(self) -> int:
-        return self.params.steps
-
     def resolve_steps(self, steps: int | None) -> int:
         if steps not in (None, self.params.steps):
             raise ValueError(f"a fine-tuned chain runs its {self.params.steps} steps, got steps={steps}")
@@ -116,9 +105,6 @@ class FinetunedHead(Head):
     def prepare_sampling(self, steps: int) -> None:
         self.base.prepare_sampling(steps)
         self.finetuned.prepare_sampling(steps)
-
-    def initial_latent(self, batch: int, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return self.base.initial_latent(batch, cond, generator)
 
     def _deploy_mean(self, cond: torch.Tensor, x: torch.Tensor, k: int, steps: int) -> torch.Tensor:
         """Step k of the deterministic deployment: the wrapped head's own sampler step where it has one

@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from robopolicy.heads.base import Head, check_params
-from robopolicy.heads.registry import build_pretrained_head
+from robopolicy.heads.base import check_params
+from robopolicy.heads.wrapper import WrapperHead
 from robopolicy.nn.encoder import mlp
-from robopolicy.specs import BackboneConfig, ConfigError, HeadConfig, from_dict
+from robopolicy.specs import BackboneConfig, ConfigError, HeadConfig
 
 
 class NoiseStdNet(nn.Module):
@@ -81,42 +81,26 @@ class NoiseInjectedParams:
         ])
 
 
-class NoiseInjectedHead(Head):
+class NoiseInjectedHead(WrapperHead):
     name = "noise_injected"
     Params = NoiseInjectedParams
     params: NoiseInjectedParams
 
     def __init__(self, params: dict[str, Any], action_dim: int, horizon: int, cond_dim: int,
                  backbone: BackboneConfig) -> None:
-        nn.Module.__init__(self)  # no network of its own: the wrapped head holds it
-        self.params = from_dict(NoiseInjectedParams, params, "head.params")
-        self.action_dim, self.horizon, self.cond_dim = action_dim, horizon, cond_dim
+        super().__init__(params, action_dim, horizon, cond_dim, backbone)
         p = self.params
-        self.base = build_pretrained_head(p.base.name, p.base.params, action_dim, horizon, cond_dim, backbone)
         if not callable(getattr(self.base, "sampler_transition", None)):
             raise ConfigError(f"head.params.base: noise injection needs a head whose sampler steps are Gaussian "
                               f"(flow, consistency), got {p.base.name!r}")
         self.noise = NoiseStdNet(cond_dim, p.steps, self.chunk_shape, p.std_floor, p.std_ceiling, p.std_init,
                                  p.noise_hidden)
 
-    @classmethod
-    def wrap(cls, head_config: HeadConfig, **settings: Any) -> HeadConfig:
-        """The head config of `head_config`'s head with noise injection `settings` (NoiseInjectedParams fields)."""
-        return HeadConfig(cls.name, {"base": {"name": head_config.name, "params": head_config.params}, **settings})
-
-    @property  # read-only here: the wrapped head owns the network this names
-    def net(self) -> nn.Module:  # type: ignore[override]
-        """The wrapped head's network (ahead-of-time compilation of UNet heads compiles this one call)."""
-        return self.base.net
-
     def loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """The wrapped head's BC loss (for BC regularization or further BC training)."""
         return self.base.loss(cond, actions)
 
     # ---- deployment: the wrapped head's own sampler --------------------------------------------------------
-
-    def default_chain_steps(self) -> int:
-        return self.params.steps
 
     def resolve_steps(self, steps: int | None) -> int:
         return steps or self.params.steps
@@ -130,10 +114,7 @@ class NoiseInjectedHead(Head):
     def sample_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
         return self.base.sample_from_noise(cond, noise, steps)
 
-    # ---- the chain ----------------------------------------------------------------------------------------
-
-    def initial_latent(self, batch: int, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return self.base.initial_latent(batch, cond, generator)
+    # ---- the chain (its initial latent is the wrapped head's) ---------------------------------------------
 
     def transition(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor | int,
                    steps: int) -> tuple[torch.Tensor, torch.Tensor]:
