@@ -115,8 +115,9 @@ class ChunkQueue(Generic[Action]):
     def pop(self, tick: int) -> Action | None:
         """The action for ``tick`` (None: no chunk covers it); forgets every earlier tick."""
         with self._lock:
-            for old in [t for t in self._plans if t < tick]:
-                del self._plans[old]
+            if tick > self._next_tick:  # ticks were skipped (put never adds one before `_next_tick`)
+                for old in [t for t in self._plans if t < tick]:
+                    del self._plans[old]
             self._next_tick = tick + 1
             predictions = self._plans.pop(tick, None)
         if predictions is None:
@@ -126,6 +127,11 @@ class ChunkQueue(Generic[Action]):
         weights = [math.exp(-self.decay * i) for i in range(len(predictions))]
         values: list[Any] = list(predictions)  # arrays or tensors alike: scaled by floats and summed
         return sum(w / sum(weights) * value for w, value in zip(weights, values, strict=True))
+
+    @property
+    def next_tick(self) -> int:
+        """The tick after the last one popped (0 before any pop): where a synchronous loop stands."""
+        return self._next_tick
 
     def remaining(self, tick: int) -> int:
         """How many consecutive ticks from ``tick`` on are covered."""

@@ -66,10 +66,10 @@ class Policy(nn.Module):
                                self.encoder.out_dim, config.backbone)
         # a zero-size buffer that follows .to(): O(1) device look-up (parameters() iteration costs ~50 us per call)
         self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
-        # select_action's state: features of the observation window, planned actions, and the current step
+        # select_action's state: features of the observation window and the planned actions (the queue counts
+        # the steps: a per-step attribute write would cost ~3 us in nn.Module.__setattr__)
         self._frame_features: FrameHistory[torch.Tensor] = FrameHistory(config.n_obs_steps)
         self._planned: ChunkQueue[torch.Tensor] = ChunkQueue()
-        self._step = 0
         self._compiled_act: Callable[..., torch.Tensor] | None = None  # set by compile(): sampling + unnormalization
         # set by compile() for camera-free policies: all of predict_action
         self._compiled_predict: Callable[..., torch.Tensor] | None = None
@@ -281,7 +281,6 @@ class Policy(nn.Module):
         """Forget the observation history and queued actions (call at the start of each episode)."""
         self._frame_features.clear()
         self._planned = ChunkQueue()
-        self._step = 0
 
     @torch.no_grad()
     def select_action(self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
@@ -292,7 +291,7 @@ class Policy(nn.Module):
         if the next plan will use it: with two camera frames, replanning then costs one image encoding instead
         of two, while the total work stays the same.
         """
-        step = self._step
+        step = self._planned.next_tick
         queued = self._planned.remaining(step)
         if queued < self.config.n_obs_steps:  # this frame is among the next plan's last n_obs_steps
             frame = {k: torch.as_tensor(v).unsqueeze(1) for k, v in obs.items()}
@@ -300,8 +299,7 @@ class Policy(nn.Module):
         if not queued:
             cond = torch.stack(self._frame_features.frames, 1).flatten(1)
             chunk = self.act(cond, generator=generator)
-            self._planned.put(chunk[:, : self.config.n_action_steps].transpose(0, 1), step)  # time-major
-        self._step += 1
+            self._planned.put(chunk[:, : self.config.n_action_steps].unbind(1), step)  # one (B, D) action a step
         action = self._planned.pop(step)
         assert action is not None  # a plan covering `step` was just put when none was queued
         return action
