@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from _bench import write_report
 
-from robopolicy.atomic import write_json
 from robopolicy.cli import main as cli
 from robopolicy.data.replay_buffer import ReplayBuffer
 from robopolicy.data.spec import build_attrs
@@ -207,10 +207,7 @@ def main() -> None:
               f"{'':>12s}  ({r['episodes']} episodes, runs ended: {r['reasons']})")
     base = results["plain sampling"]["intervention_rate"]
     results["intervention_ratio"] = results["projected every step"]["intervention_rate"] / base if base else None
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, results, indent=1)
-    print(f"wrote {out}")
+    write_report(args.out, results)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _bench import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / ".venv-tools"
@@ -155,7 +156,7 @@ def main() -> None:
     rows, skipped = run(args.episodes, args.length, args.size, args.scales)
     print_table(rows, skipped, args.length, args.size)
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=2))
+        write_report(args.json, {"rows": rows, "skipped": skipped})
 
 
 if __name__ == "__main__":

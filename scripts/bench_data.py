@@ -9,13 +9,13 @@ With --convert it measures conversion instead: frames/s and peak memory of every
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _bench import write_report
 
 from robopolicy.data.loader import make_loader
 from robopolicy.data.replay_buffer import ReplayBuffer
@@ -85,7 +85,7 @@ def main() -> None:
         rows, skipped = bench_convert.run(episodes, length, 84, [1, 2])
         bench_convert.print_table(rows, skipped, length, 84)
         if args.json:
-            args.json.write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=2))
+            write_report(args.json, {"rows": rows, "skipped": skipped})
         return
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +108,7 @@ def main() -> None:
         print(f"{r['setting']:<24}{r['workers']:>8}{r['windows_per_s']:>20,.0f}{r['naive_windows_per_s']:>15,.0f}"
               f"{r['speedup']:>9.0f}x{r['dataset_load_s']:>9.1f}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        write_report(args.json, results)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _bench import write_report
 
 TASK = "push_puck"
 
@@ -99,7 +100,7 @@ def weak_bc(out: Path, head_name: str, demos: int, steps: int, episodes: int) ->
                               n_action_steps=policy.config.n_action_steps)
         result = evaluate(policy, env, EvalConfig(n_episodes=episodes, policy_seeds=[0], n_envs=10, n_videos=0))
         env.close()
-        report.write_text(json.dumps({"success": result["success"], "return": result["return"]}, indent=1))
+        write_report(report, {"success": result["success"], "return": result["return"]})
     return str(ckpt), json.loads(report.read_text())
 
 
@@ -200,13 +201,12 @@ def main() -> None:
         print(f"{name:18s} {r['env_steps']:>10,d} {final:>6s} {best:>6s} {r['env_steps_per_s']:>8,.0f} "
               f"{r['iteration_vs_raw']:>7.1%} {split['env']:>5.0%} {split['policy']:>7.0%} {split['update']:>7.0%} "
               f"{r['wall_s']:>7.0f}")
-    from robopolicy.atomic import write_json
     from robopolicy.eval.plots import plot_learning_curves
 
-    write_json(report, results, indent=1)
+    write_report(report, results)
     curves = {name: ([c[0] for c in r["curve"]], [c[1] for c in r["curve"]]) for name, r in results["rows"].items()}
     plot_learning_curves(curves, out / "learning_curves.png", "push_puck: held-out success (50 test seeds)")
-    print(f"wrote {out / 'bench_finetune.json'} and {out / 'learning_curves.png'}")
+    print(f"wrote {out / 'learning_curves.png'}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ from robopolicy.sim.rendering import select_gl_backend
 
 select_gl_backend()  # before anything imports mujoco: it picks its GL backend on first import
 
-from robopolicy.atomic import write_json  # noqa: E402
+from _bench import write_report  # noqa: E402
+
 from robopolicy.hal import link  # noqa: E402
 from robopolicy.hal.backend import Backend, make_backend  # noqa: E402
 from robopolicy.hal.shield.hardware import ShieldedBackend, ShieldOptions, build_shield  # noqa: E402
@@ -153,10 +154,7 @@ def main() -> None:
     print_shield(results["shield"])
     results["executor_loop"] = loop_jitter(spec, [10.0, 50.0, 200.0], args.seconds)
     print_loop(results["executor_loop"])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, results, indent=1)
-    print(f"wrote {out}")
+    write_report(args.out, results)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ usage: python scripts/bench_inference.py [--repeats 50] [--settings lowdim-mlp,.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -30,6 +29,8 @@ from functools import partial
 
 import numpy as np
 import torch
+from _bench import write_report
+from peers.common import time_control_steps
 
 from robopolicy.policy import Policy
 from robopolicy.specs import ActionSpec, BackboneConfig, EncoderConfig, HeadConfig, ObsSpec, PolicyConfig
@@ -177,13 +178,7 @@ def closed_loop(repeats: int, settings: list[str], heads: list[str]) -> list[dic
             torch.manual_seed(0)
             policy = policy_for(setting, head, params)
             frame = {k: v[:, 0] for k, v in observation(policy).items()}
-            per_step: list[list[float]] = [[] for _ in range(policy.config.n_action_steps)]
-            for cycle in range(repeats + 1):
-                for bucket in per_step:
-                    start = time.perf_counter()
-                    policy.select_action(frame)
-                    if cycle:  # the first cycle is warm-up and starts the episode
-                        bucket.append(time.perf_counter() - start)
+            per_step = time_control_steps(partial(policy.select_action, frame), policy.config.n_action_steps, repeats)
             ms = [1e3 * statistics.median(b) for b in per_step]
             rows.append({"setting": setting, "head": label, "replan_ms": ms[0], "pre_replan_ms": ms[-1],
                          "other_steps_ms": max(ms[1:-1])})
@@ -224,9 +219,8 @@ def main() -> None:
               f"(step before it {r['pre_replan_ms']:.2f} ms, other steps <= {r['other_steps_ms']:.2f} ms)")
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats,
             "compile": args.compile, "aot": args.aot}
-    with open(args.json, "w") as f:
-        json.dump({"meta": meta, "rows": rows, "closed_loop": loop_rows}, f, indent=2)
-    print(f"\nwrote {args.json}")
+    print()
+    write_report(args.json, {"meta": meta, "rows": rows, "closed_loop": loop_rows})
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,8 @@ from robopolicy.sim.rendering import select_gl_backend
 
 select_gl_backend()  # before anything imports mujoco
 
-from robopolicy.atomic import write_json  # noqa: E402
+from _bench import write_report  # noqa: E402
+
 from robopolicy.hal.backend import make_backend  # noqa: E402
 from robopolicy.hal.executor import Executor, ExecutorConfig, raise_priority  # noqa: E402
 from robopolicy.hal.shield import stages  # noqa: E402
@@ -299,10 +299,7 @@ def main() -> None:
         print(f"adversarial on mujoco (sim-in-the-loop, full shield, {name}): {mj['steps']} steps in "
               f"{mj['episodes']} episodes, violations in the simulator's state {mj['violations']}, max measured "
               f"|v| / limit {mj['max_measured_velocity_ratio']:.3f}; faults: {mj['fault_messages'][:3]}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, results, indent=1)
-    print(f"wrote {out}")
+    write_report(args.out, results)
 
 
 if __name__ == "__main__":

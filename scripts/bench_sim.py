@@ -11,13 +11,12 @@ beside the local sync vector env of the same size; --ray-only measures just thos
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _bench import write_report
 
 # importing robopolicy.sim chooses MUJOCO_GL before mujoco loads
 from robopolicy.sim import GL_BACKEND, make_env, make_vector_env
@@ -169,11 +168,8 @@ def main() -> None:
     print(f"{'task':16s} {'measurement':48s} {'steps/s':>10s}")
     for task, what, value in rows:
         print(f"{task:16s} {what:48s} {value:10.1f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"gl_backend": GL_BACKEND, "rows": [
-        {"task": t, "measurement": w, "value": v} for t, w, v in rows]}, indent=1))
-    print(f"wrote {out}")
+    write_report(args.out, {"gl_backend": GL_BACKEND, "rows": [
+        {"task": t, "measurement": w, "value": v} for t, w, v in rows]})
 
 
 if __name__ == "__main__":

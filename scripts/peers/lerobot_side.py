@@ -29,7 +29,7 @@ import torchvision  # noqa: E402,F401
 torch.library.register_fake = _register_fake
 
 import lerobot  # noqa: E402
-from common import peak_rss_mb, rss_mb, serve  # noqa: E402
+from common import memory, rss_mb, serve, time_calls, time_control_steps  # noqa: E402
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler  # noqa: E402
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler  # noqa: E402
 from lerobot.configs.types import FeatureType, PolicyFeature  # noqa: E402
@@ -122,18 +122,17 @@ class LeRobotSide:
         """Latency of one chunk from an observation history."""
         self.use_sampler(sampler, steps)
         model = self.policy.diffusion
-        seconds = []
+
+        def one_chunk() -> torch.Tensor:
+            batch = self.pre(dict(self.obs))
+            # as select_action does before predict_action_chunk: cameras stacked on a camera axis
+            batch[OBS_IMAGES] = torch.stack([batch[k] for k in self.policy.config.image_features], dim=-4)
+            return self.post(model.generate_actions(batch))
+
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else None
         with torch.no_grad():
-            for _ in range(repeats):
-                start = time.perf_counter()
-                batch = self.pre(dict(self.obs))
-                # as select_action does before predict_action_chunk: cameras stacked on a camera axis
-                batch[OBS_IMAGES] = torch.stack([batch[k] for k in self.policy.config.image_features], dim=-4)
-                chunk = self.post(model.generate_actions(batch))
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
-                seconds.append(time.perf_counter() - start)
-        return {"seconds": seconds, "chunk_shape": list(chunk.shape)}
+            seconds, last = time_calls(one_chunk, repeats, sync)
+        return {"seconds": seconds, "chunk_shape": list(last.shape)}
 
     def closed_loop(self, sampler: str, steps: int, cycles: int) -> dict:
         """``select_action`` (between pre- and postprocessor) per control step over ``cycles`` chunks after one
@@ -141,21 +140,13 @@ class LeRobotSide:
         self.use_sampler(sampler, steps)
         frame = {k: v[:, -1] for k, v in self.obs.items()}
         self.policy.reset()
-        per_step: list[list[float]] = [[] for _ in range(self.s["n_action_steps"])]
         with torch.no_grad():
-            for cycle in range(cycles + 1):
-                for bucket in per_step:
-                    start = time.perf_counter()
-                    self.post(self.policy.select_action(self.pre(dict(frame))))
-                    if cycle:
-                        bucket.append(time.perf_counter() - start)
+            per_step = time_control_steps(lambda: self.post(self.policy.select_action(self.pre(dict(frame)))),
+                                          self.s["n_action_steps"], cycles)
         return {"seconds": per_step[0], "other_max_s": max(max(b) for b in per_step[1:])}
 
     def memory(self) -> dict:
-        out = {"rss_mb": rss_mb(), "peak_rss_mb": peak_rss_mb()}
-        if self.device.type == "cuda":
-            out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        return out
+        return memory(torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else None)
 
 
 if __name__ == "__main__":

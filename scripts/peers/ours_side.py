@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import torch
-from common import peak_rss_mb, rss_mb, serve  # scripts/peers, this script's own directory
+from common import memory, rss_mb, serve, time_calls, time_control_steps  # scripts/peers: this script's folder
 
 from robopolicy.data.sampler import SequenceDataset
 from robopolicy.policy import Policy
@@ -100,13 +100,8 @@ class OursSide:
     def infer(self, params: dict, steps: int, repeats: int) -> dict:
         """Latency of one chunk from an observation history."""
         policy = self.sampler(params)
-        seconds = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            chunk = policy.predict_action(self.obs, steps=steps)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds.append(time.perf_counter() - start)
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else None
+        seconds, chunk = time_calls(lambda: policy.predict_action(self.obs, steps=steps), repeats, sync)
         return {"seconds": seconds, "chunk_shape": list(chunk.shape)}
 
     def closed_loop(self, params: dict, steps: int, cycles: int) -> dict:
@@ -115,20 +110,11 @@ class OursSide:
         policy = self.sampler(params)
         frame = {k: v[:, -1] for k, v in self.obs.items()}
         policy.reset()
-        per_step: list[list[float]] = [[] for _ in range(self.s["n_action_steps"])]
-        for cycle in range(cycles + 1):
-            for bucket in per_step:
-                start = time.perf_counter()
-                policy.select_action(frame)
-                if cycle:
-                    bucket.append(time.perf_counter() - start)
+        per_step = time_control_steps(lambda: policy.select_action(frame), self.s["n_action_steps"], cycles)
         return {"seconds": per_step[0], "other_max_s": max(max(b) for b in per_step[1:])}
 
     def memory(self) -> dict:
-        out = {"rss_mb": rss_mb(), "peak_rss_mb": peak_rss_mb()}
-        if self.device.type == "cuda":
-            out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        return out
+        return memory(torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else None)
 
 
 if __name__ == "__main__":
