@@ -130,9 +130,9 @@ class EeDeltaShield:
         if self.shadow is not None:
             self._ee = self.shadow.ee_position(np.asarray(position, float))
 
-    def reset(self, position: np.ndarray) -> None:
-        """Start an episode at the measured position (checked first); clears the episode counts."""
-        self.check_measured(position)
+    def reset(self, position: np.ndarray, velocity: np.ndarray | None = None) -> None:
+        """Start an episode at the measured position (and velocity; checked first); clears the episode counts."""
+        self.check_measured(position, velocity)
         self.counts = EpisodeCounts()
 
     def __call__(self, command: object) -> ShieldStep:

@@ -13,6 +13,7 @@ from robopolicy.hal.backend import Backend, Command, FaultKind, Observation
 from robopolicy.hal.shield.ee_delta import EeDeltaConfig, EeDeltaShield
 from robopolicy.hal.shield.kinematics import ShadowModel, Workspace
 from robopolicy.hal.shield.pipeline import Shield, ShieldConfig, ShieldFault, ShieldStep
+from robopolicy.hal.shield.servo import identify_servo
 from robopolicy.hal.shield.stages import JointLimits
 from robopolicy.hal.spec import HardwareSpec
 from robopolicy.specs import ConfigError
@@ -34,6 +35,9 @@ class ShieldOptions:
     overshoots commanded rates by up to ~12 % at 20 Hz). ``min_distance`` (m): closer geom pairs count as
     colliding. ``workspace_margin`` (m) shrinks the workspace box for commands in the same way (a lagging or
     overshooting arm stays inside the file's box). ``rates``: the velocity, acceleration and jerk stages.
+    ``servo``: when the MJCF drives the joints with position actuators (push_puck's pusher), the servo stage keeps
+    where they carry the joints from the measured state inside the hard limits shrunk by ``servo_margin`` (m or
+    rad; ``servo.py``).
     """
 
     margin: float = 0.05
@@ -48,11 +52,13 @@ class ShieldOptions:
     measured_tolerance: float = 0.01
     velocity_tolerance: float = 0.25
     workspace_margin: float = 0.03
+    servo: bool = True
+    servo_margin: float = 0.001
 
     @classmethod
     def joint_only(cls) -> ShieldOptions:
         """No shadow model: schema, positions and rates (no MuJoCo needed)."""
-        return cls(workspace=False, collision=False)
+        return cls(workspace=False, collision=False, servo=False)
 
 
 def joint_limits(spec: HardwareSpec, margin: float = 0.05, rates: bool = True, rate_margin: float = 0.0,
@@ -107,6 +113,9 @@ def build_shield(spec: HardwareSpec, options: ShieldOptions | None = None) -> Sh
             fallback=options.fallback,  # type: ignore[arg-type]
             gripper=spec.gripper and not ee_delta, measured_tolerance=options.measured_tolerance,
             hard_velocity=np.array(spec.limits.measured_velocity), velocity_tolerance=options.velocity_tolerance,
+            servo=identify_servo(spec.mjcf, spec.joints, spec.period_s)
+            if options.servo and spec.control_mode == "joint_position" else None,
+            servo_margin=options.servo_margin,
         )
         joint = Shield(config, shadow_model(spec, options.min_distance)
                        if options.workspace or config.collision else None)
@@ -122,9 +131,9 @@ def build_shield(spec: HardwareSpec, options: ShieldOptions | None = None) -> Sh
 class ShieldedBackend:
     """A backend that can only be commanded through a shield.
 
-    ``start()`` reads the measured state and resets the shield there; ``read()`` checks each reading against
-    the hard limits (a violation is reported to the backend as a ``limit`` fault, which holds the arm, and
-    raises :class:`ShieldFault`); ``send()`` shields a command and applies it.
+    ``start()`` reads the measured state and resets the shield there (position and velocity); ``read()`` checks
+    each reading against the hard limits (a violation is reported to the backend as a ``limit`` fault, which holds
+    the arm, and raises :class:`ShieldFault`); ``send()`` shields a command and applies it.
     """
 
     def __init__(self, backend: Backend, shield: Shield | EeDeltaShield) -> None:
@@ -137,7 +146,7 @@ class ShieldedBackend:
 
     def start(self) -> Observation:
         obs = self.read()
-        self.shield.reset(obs.position)
+        self.shield.reset(obs.position, obs.velocity)
         return obs
 
     def read(self) -> Observation:

@@ -1,8 +1,10 @@
 """The shield: the ordered pipeline of stages between the executor and a backend, with its fallback.
 
 Order: schema/finite -> joint position (soft limits) -> velocity -> acceleration -> jerk (relative to the last
-commanded motion) -> Cartesian workspace (forward kinematics on the shadow model) -> collision (shadow model)
--> optional QP projection -> final check of every enabled limit -> fallback. The fallback (decelerate as the
+commanded motion) -> servo (where the position servo carries the joints from their measured state, when the
+shadow model drives them with position actuators; ``servo.py``) -> Cartesian workspace (forward kinematics on the
+shadow model) -> collision (shadow model) -> optional QP projection -> final check of every enabled limit ->
+fallback. The fallback (decelerate as the
 acceleration limit allows, or hold the last commanded position) is taken when a stage finds no command or the
 final check finds one limit broken, so the output either satisfies every enabled limit or is the fallback.
 A *measured* state outside the hard limits is never clipped: :meth:`Shield.check_measured` raises
@@ -24,6 +26,7 @@ import numpy as np
 from robopolicy.hal.shield import stages
 from robopolicy.hal.shield.kinematics import ShadowModel, Workspace, collision_stage, workspace_stage
 from robopolicy.hal.shield.qp import qp_stage, solver_name
+from robopolicy.hal.shield.servo import Servo, servo_stage
 from robopolicy.hal.shield.stages import Correction, JointLimits, Motion
 
 GRIPPER_RANGE = (-1.0, 1.0)
@@ -45,6 +48,9 @@ class ShieldConfig:
     commands are held to a tighter ``limits.velocity`` (default: the same); ``velocity_tolerance`` (a fraction)
     allows for velocity estimates and a joint controller's tracking overshoot on top of it. ``hard_workspace``:
     the box a measured end effector faults outside of, when commands are held to a smaller ``workspace``.
+    ``servo``: the joints' position servo (joint_position commands only): every command keeps the motion it
+    starts from the last measured (or, between measurements, predicted) joint state inside the hard limits
+    shrunk by ``servo_margin`` (rad or m).
     """
 
     limits: JointLimits
@@ -59,11 +65,18 @@ class ShieldConfig:
     hard_velocity: np.ndarray | None = None
     velocity_tolerance: float = 0.01
     hard_workspace: Workspace | None = None
+    servo: Servo | None = None
+    servo_margin: float = 0.001
 
     def __post_init__(self) -> None:
         if self.control_mode not in ("joint_position", "joint_velocity"):
             raise ValueError(f"shield: control mode {self.control_mode!r} is not shielded in joint space; "
                              "expected joint_position or joint_velocity")
+        if self.servo is not None and self.control_mode != "joint_position":
+            raise ValueError("shield: a position servo model applies to joint_position commands only")
+        if self.servo is not None and not 0.0 <= 2 * self.servo_margin < float(np.min(self.limits.upper
+                                                                                  - self.limits.lower)):
+            raise ValueError(f"shield: servo_margin must be >= 0 and leave a range, got {self.servo_margin}")
         if self.fallback not in ("decelerate", "hold"):
             raise ValueError(f"shield: fallback must be 'decelerate' or 'hold', got {self.fallback!r}")
 
@@ -122,6 +135,12 @@ class Shield:
         self.log: deque[ShieldStep] = deque(maxlen=log_size)
         self.counts = EpisodeCounts()
         self._motion: Motion | None = None
+        # the servo's joint state (position, velocity): measured, or predicted since the last measurement
+        self._servo_state: tuple[np.ndarray, np.ndarray] | None = None
+        self._servo_box: tuple[np.ndarray, np.ndarray] | None = None
+        m = config.servo_margin
+        self._servo_limit = None if config.servo is None else config.servo.limit(config.limits.lower + m,
+                                                                                 config.limits.upper - m)
 
     @property
     def limits(self) -> JointLimits:
@@ -135,14 +154,15 @@ class Shield:
 
     @property
     def stage_names(self) -> list[str]:
-        names = ["schema", *stages.enabled_bounds(self.limits)]
+        names = ["schema", *stages.enabled_bounds(self.limits)] + ["servo"] * (self.config.servo is not None)
         names += ["workspace"] * (self.config.workspace is not None) + ["collision"] * self.config.collision
         return names + [f"qp[{solver_name(self.config.workspace)}]"] * self.config.qp
 
     # ---- measured state ---------------------------------------------------------------------------------
 
     def check_measured(self, position: np.ndarray, velocity: np.ndarray | None = None) -> None:
-        """Raise :class:`ShieldFault` if the measured joint state is non-finite or beyond a hard limit."""
+        """Raise :class:`ShieldFault` if the measured joint state is non-finite or beyond a hard limit; a state
+        that passes is the servo stage's new starting point (without ``velocity``, the predicted one is kept)."""
         lim, tol = self.limits, self.config.measured_tolerance
         q = np.asarray(position, float)
         if q.shape != (lim.n,) or not np.isfinite(q).all():
@@ -167,12 +187,32 @@ class Shield:
             if not box.contains(ee, tol):
                 raise ShieldFault(f"measured end effector at {np.round(ee, 4).tolist()} m is outside the workspace "
                                   f"{box.lower.tolist()} .. {box.upper.tolist()}")
+        if self.config.servo is not None and self._servo_state is not None:
+            v = np.asarray(velocity, float) if velocity is not None else self._servo_state[1]
+            self._set_servo_state(q.copy(), v.copy())
 
-    def reset(self, position: np.ndarray) -> None:
-        """Start an episode at rest at the measured position (checked first); clears the episode counts."""
-        self.check_measured(position)
-        self._motion = Motion.at_rest(np.clip(position, self.limits.lower, self.limits.upper))
+    def reset(self, position: np.ndarray, velocity: np.ndarray | None = None) -> None:
+        """Start an episode at the measured position (checked first), commanded to stay there; the servo starts
+        from ``velocity`` (default: at rest). Clears the episode counts."""
+        q = np.asarray(position, float)
+        self._servo_state = None
+        self.check_measured(q, velocity)
+        self._motion = Motion.at_rest(np.clip(q, self.limits.lower, self.limits.upper))
+        v = np.zeros(self.limits.n) if velocity is None else np.asarray(velocity, float)
+        self._set_servo_state(q.copy(), v.copy())
         self.counts = EpisodeCounts()
+
+    def _set_servo_state(self, q: np.ndarray, v: np.ndarray) -> None:
+        self._servo_state, self._servo_box = (q, v), None
+
+    def servo_interval(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The targets that keep the servo's motion from its current state inside the hard limits shrunk by
+        ``servo_margin`` (None without a servo model); computed once per state."""
+        if self._servo_limit is None:
+            return None
+        if self._servo_box is None:
+            self._servo_box = self._servo_limit.interval(*self.servo_state)
+        return self._servo_box
 
     # ---- commands ---------------------------------------------------------------------------------------
 
@@ -193,9 +233,18 @@ class Shield:
             if gripper.size != 1 or (clipped != gripper).any():
                 interventions.append(Intervention("gripper", float(np.max(np.abs(clipped - g), initial=0.0))))
             out = np.concatenate([out, clipped])
+        if self.config.servo is not None:
+            self._set_servo_state(*self.config.servo.predict(*self.servo_state, q))
         step = ShieldStep(raw, out, tuple(interventions), fallback)
         self._count(step)
         return step
+
+    @property
+    def servo_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """The joint position and velocity the next command starts from: measured, or predicted since."""
+        if self._servo_state is None:
+            raise RuntimeError("shield: call reset(measured_position) before shielding commands")
+        return self._servo_state
 
     def shield_positions(self, request: np.ndarray, last: Motion) -> tuple[np.ndarray, list[Intervention], str | None]:
         """Run the stages on a joint-position request; returns (positions, interventions, fallback or None)."""
@@ -212,6 +261,12 @@ class Shield:
         cmd = c.command
         for name in stages.enabled_bounds(self.limits):
             cmd = _noted(note, name, stages.clip_stage(name)(cmd, last, self.limits))
+        servo_box = self.servo_interval()
+        if servo_box is not None:
+            c = servo_stage(cmd, *servo_box)
+            if not note("servo", c):
+                return self._fallback(last, interventions)
+            cmd = c.command
         wish = cmd
         verified: set[str] = set()  # the geometric limits already checked on `cmd` as it is now
         if self.config.workspace is not None:
@@ -229,6 +284,8 @@ class Shield:
         if broken and self.config.qp:
             # the sequential corrections broke an earlier limit: project the wish onto all of them at once
             lo, hi = stages.feasible_box(self.limits, last)
+            if servo_box is not None:
+                lo, hi = np.maximum(lo, servo_box[0]), np.minimum(hi, servo_box[1])
             c = qp_stage(wish, last, lo, hi, self.shadow, self.config.workspace, self.config.qp_gamma)
             if not note(f"qp[{solver_name(self.config.workspace)}]", c):
                 return self._fallback(last, interventions)
@@ -240,11 +297,15 @@ class Shield:
         return cmd, interventions, None
 
     def violations(self, q: np.ndarray, last: Motion, skip: set[str] | frozenset = frozenset()) -> list[str]:
-        """Every enabled limit ``q`` breaks (joint intervals, workspace, collision); empty when it is safe.
-        ``skip``: geometric limits a stage has just verified on this very ``q``."""
+        """Every enabled limit ``q`` breaks (joint intervals, servo, workspace, collision); empty when it is safe.
+        ``skip``: geometric limits a stage has just verified on this very ``q``. The servo limit is the one for
+        the next command (from the servo's current state)."""
         broken = stages.joint_violations(q, last, self.limits)
         if broken == ["schema"]:
             return broken
+        servo_box = self.servo_interval()
+        if servo_box is not None and not _inside(q, *servo_box):
+            broken.append("servo")
         if (self.config.workspace is not None and "workspace" not in skip
                 and not self.config.workspace.contains(self.shadow.ee_position(q))):  # type: ignore[union-attr]
             broken.append("workspace")
@@ -262,7 +323,10 @@ class Shield:
         return last.q.copy(), interventions, "hold"
 
     def _safe_to_decelerate(self, q: np.ndarray, last: Motion) -> bool:
-        inside = (q >= self.limits.lower).all() and (q <= self.limits.upper).all()
+        inside = bool((q >= self.limits.lower).all() and (q <= self.limits.upper).all())
+        servo_box = self.servo_interval()
+        if servo_box is not None:
+            inside = inside and _inside(q, *servo_box)
         if self.config.workspace is not None:
             inside = inside and self.config.workspace.contains(self.shadow.ee_position(q))
         if self.config.collision:
@@ -281,6 +345,11 @@ def _numeric(command: object) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def _inside(q: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
+    tol = stages.TOLERANCE * (1.0 + np.abs(q))
+    return bool((q >= lo - tol).all() and (q <= hi + tol).all())
 
 
 def _noted(note, name: str, c: Correction) -> np.ndarray:
