@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from robopolicy.rl.registry import describe_algorithms
 
@@ -24,6 +25,8 @@ examples:
   robopolicy finetune scratch --task push_puck --algo ppo --set iterations=50
   robopolicy finetune CKPT --task push_puck --set params.finetune_steps=1 --set update.target_kl=1.0
   robopolicy finetune CKPT --task push_puck --shield hardware/push_puck_sim.toml --shield-terminate
+  torchrun --standalone --nproc_per_node=4 -m robopolicy.cli finetune CKPT --task push_puck --out runs/dppo_4
+      # data-parallel learner (docs/distributed.md): rollout.n_envs and update.minibatch_size are global
 
 --shield HARDWARE puts that robot's deployment shield (robopolicy/hal/shield_env.py) around every rollout and
 evaluation env, so the policy learns and is judged under it; its commands must be the task's actions (a
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from robopolicy.rl.finetune import finetune  # torch and the simulators load only when a run starts
 
     result = finetune(config, args.checkpoint, resume=args.resume)
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, rank 0 reports (it alone evaluates)
+        return 0
     p = result.progress
     best = "" if p.best_iteration is None else f"; best eval {p.best_metric:.3g} at iteration {p.best_iteration}"
     print(f"fine-tuned {p.iteration} iterations ({p.env_steps} env steps){best}; checkpoints in {result.checkpoints}")

@@ -4,6 +4,11 @@ stop that ends the whole update (not just the epoch) once the approximate KL of 
 
 Units are (decision, unit index) pairs (`Algorithm.units_per_decision` per decision: DPPO's denoising steps),
 shuffled across the whole batch, so a minibatch mixes decisions and steps as DPPO's does.
+
+Under torchrun each rank holds its own decisions (the same number on every rank) and takes
+`minibatch_size / world_size` units of them per minibatch; gradients are averaged over the ranks before
+clipping, so every step is one over the global minibatch and the ranks' parameters stay identical. The
+target-KL stop reads the mean KL over the ranks, and the statistics returned are over all ranks.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from torch import nn
 
 from robopolicy.rl.algorithm import Algorithm, Minibatch
 from robopolicy.rl.config import UpdateConfig
+from robopolicy.train import distributed
+from robopolicy.train.distributed import SINGLE_PROCESS, Dist
 
 
 @dataclass
@@ -29,22 +36,24 @@ class Batch:
     values: torch.Tensor  # (D,) the critic's values at collection time
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
-    """1 - Var(returns - values) / Var(returns): 1 for a perfect critic, <= 0 for one no better than a constant."""
-    var = returns.var()
-    return float("nan") if var == 0 else float(1 - (returns - values).var() / var)
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, info: Dist = SINGLE_PROCESS) -> float:
+    """1 - Var(returns - values) / Var(returns) over all ranks' decisions: 1 for a perfect critic, <= 0 for one
+    no better than a constant."""
+    var = distributed.moments_across_ranks(returns, info)[1]
+    return float("nan") if var == 0 else float(1 - distributed.moments_across_ranks(returns - values, info)[1] / var)
 
 
 def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt: torch.optim.Optimizer | None,
-               critic_opt: torch.optim.Optimizer, cfg: UpdateConfig) -> dict[str, float]:
-    """Run the update in place and return its statistics. `actor_opt=None` trains the critic only (warm-up)."""
+               critic_opt: torch.optim.Optimizer, cfg: UpdateConfig, info: Dist = SINGLE_PROCESS) -> dict[str, float]:
+    """Run the update in place and return its statistics. `actor_opt=None` trains the critic only (warm-up).
+    `info`: the process group (a single process by default); `cfg.minibatch_size` is the global minibatch."""
     n_decisions, units = batch.advantages.shape[0], algorithm.units_per_decision
     device = batch.advantages.device
     actor_params = algorithm.parameters()
     sums: dict[str, float] = defaultdict(float)
     ratio_max, n_minibatches, stopped = 0.0, 0, False
     for _ in range(cfg.epochs):
-        for idx in torch.randperm(n_decisions * units, device=device).split(cfg.minibatch_size):
+        for idx in torch.randperm(n_decisions * units, device=device).split(cfg.minibatch_size // info.world_size):
             dec, unit = idx // units, idx % units
             cond = batch.cond[dec]
             value_loss = 0.5 * (critic(cond) - batch.returns[dec]).pow(2).mean()
@@ -59,7 +68,7 @@ def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt:
                 extra, extra_stats = algorithm.extra_loss(mb)
                 loss = loss + policy_loss.mean() + extra
                 with torch.no_grad():
-                    approx_kl = float(((ratio - 1) - log_ratio).mean())
+                    approx_kl = distributed.mean_across_ranks(float(((ratio - 1) - log_ratio).mean()), info, device)
                     if cfg.target_kl is not None and approx_kl > cfg.target_kl:
                         stopped = True  # this minibatch's step would leave the trust region: apply none of it
                         break
@@ -75,6 +84,7 @@ def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt:
                 actor_opt.zero_grad(set_to_none=True)
             critic_opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients([*actor_params, *critic.parameters()], info)
             if actor_opt is not None:
                 sums["actor_grad_norm"] += float(nn.utils.clip_grad_norm_(actor_params, cfg.max_grad_norm))
                 actor_opt.step()
@@ -83,8 +93,12 @@ def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt:
             n_minibatches += 1
         if stopped:
             break
-    stats = {k: v / max(n_minibatches, 1) for k, v in sums.items()}
+    # every rank ran the same number of minibatches: the mean of the ranks' means is the global mean
+    keys = sorted(sums)
+    totals = distributed.reduce_across_ranks([sums[k] for k in keys], info, device)
+    stats = {k: v / info.world_size / max(n_minibatches, 1) for k, v in zip(keys, totals, strict=True)}
     if actor_opt is not None:
-        stats.update(ratio_max=ratio_max, kl_stopped=float(stopped))
-    stats.update(minibatches=n_minibatches, explained_variance=explained_variance(batch.values, batch.returns))
+        stats.update(ratio_max=distributed.reduce_across_ranks([ratio_max], info, device, "max")[0],
+                     kl_stopped=float(stopped))
+    stats.update(minibatches=n_minibatches, explained_variance=explained_variance(batch.values, batch.returns, info))
     return stats
