@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from robopolicy.eval.chunks import step_chunks
+from robopolicy.episodes import EpisodeTally, Finished, step_vector_env
 from robopolicy.eval.stats import summarize, wilson_interval
 from robopolicy.specs import ChunkSpec
 
@@ -97,24 +97,20 @@ def run_episodes(
         padded = seeds + [env_seeds[-1] + 1 + i for i in range(env.num_envs - len(seeds))]
         obs, _ = env.reset(seed=padded)
         policy.reset()
-        n = env.num_envs
-        done = np.zeros(n, bool)
-        done[len(seeds):] = True
-        success, ret, length = np.zeros(n, bool), np.zeros(n), np.zeros(n, int)
-        while not done.all():
+        live = np.arange(env.num_envs) < len(seeds)
+        tally = EpisodeTally(env.num_envs)
+        ended: dict[int, Finished] = {}
+        while live.any():
             t0 = time.perf_counter()
             with torch.no_grad():
                 chunk = policy.predict_action(_policy_obs(obs, keys, device))
             latencies.append(time.perf_counter() - t0)
-            step = step_chunks(env, chunk[:, :n_act].detach().cpu().numpy())
-            obs, live = step.obs, ~done
-            ret[live] += step.reward[live]
-            length[live] += step.n_steps[live]
-            success[live] |= step.success[live]
-            done |= step.terminated | step.truncated
-        episodes += [
-            Episode(policy_seed, s, bool(success[i]), float(ret[i]), int(length[i])) for i, s in enumerate(seeds)
-        ]
+            step = step_vector_env(env, chunk[:, :n_act].detach().cpu().numpy())
+            obs = step.obs
+            ended.update((f.env, f) for f in tally.add(step.reward, step.n_steps, step.success, step.done, live))
+            live &= ~step.done  # one episode per env: what follows (an autoreset) is not counted
+        episodes += [Episode(policy_seed, s, ended[i].success, ended[i].ret, ended[i].length)
+                     for i, s in enumerate(seeds)]
     return episodes
 
 

@@ -9,7 +9,9 @@ call on the reset, ignore its action and return reward 0; such a transition must
 Per decision the batch holds the conditioning vector of the observation window (the policy's frozen encoder
 features), what the algorithm stores for its ratio, the reward summed over the executed steps, the number of
 executed steps, terminated/truncated flags, and the conditioning vector of the observation that followed the
-chunk (the true final one where the episode ended), so GAE can bootstrap truncations correctly.
+chunk (the true final one where the episode ended), so GAE can bootstrap truncations correctly. Each call is read
+and each finished episode counted (return, length, success: any executed step succeeded) by `robopolicy.episodes`,
+as in evaluation.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from robopolicy.eval.chunks import step_chunks
+from robopolicy.episodes import EpisodeTally, step_vector_env
 from robopolicy.rl.algorithm import Algorithm
 
 
@@ -62,7 +64,7 @@ class Collector:
         conds, next_conds, stores = [], [], []
         rewards, n_steps, terms, truncs = [], [], [], []
         episodes: list[dict[str, float]] = []
-        ep_return, ep_length = np.zeros(n), np.zeros(n, np.int64)
+        tally = EpisodeTally(n)
         env_time = policy_time = 0.0
         cond = self._encode(obs)
         for _ in range(n_decisions):
@@ -70,9 +72,9 @@ class Collector:
             decision = self.algorithm.act(cond)
             actions = decision.actions[:, : self.n_action_steps].cpu().numpy()
             t1 = time.perf_counter()
-            step = step_chunks(self.env, actions)
+            step = step_vector_env(self.env, actions)
             t2 = time.perf_counter()
-            done = step.terminated | step.truncated
+            done = step.done
             next_cond = self._encode(step.obs)
             after = self._encode(step.after) if done.any() else next_cond
             policy_time += t1 - t0 + time.perf_counter() - t2
@@ -84,12 +86,8 @@ class Collector:
             n_steps.append(step.n_steps)
             terms.append(step.terminated)
             truncs.append(step.truncated)
-            ep_return += step.reward
-            ep_length += step.n_steps
-            for i in np.flatnonzero(done):
-                episodes.append({"return": float(ep_return[i]), "length": int(ep_length[i]),
-                                 "success": float(step.success[i])})
-                ep_return[i], ep_length[i] = 0.0, 0
+            episodes += [{"return": f.ret, "length": f.length, "success": float(f.success)}
+                         for f in tally.add(step.reward, step.n_steps, step.success, done)]
             cond = next_cond
         return Rollout(
             cond=torch.stack(conds), next_cond=torch.stack(next_conds),

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from robopolicy.atomic import write_json
+from robopolicy.episodes import EpisodeTally, Finished
 from robopolicy.sim.factory import make_base_env
 from robopolicy.specs import from_dict
 from robopolicy.task import TaskSpec, load_task
@@ -66,15 +67,16 @@ def _expert(recipe: Recipe, task: TaskSpec):
     return make_expert(recipe.expert, **{**task.expert.kwargs, **recipe.expert_kwargs})
 
 
-def _rollout(env, expert, seed: int, keys: list[str]) -> tuple[dict[str, np.ndarray], bool]:
-    """One episode; returns per-step observations (before each action), actions, rewards and success, and the
-    simulator ``states`` at each observation where the env can record them (observations can be replayed)."""
+def _rollout(env, expert, seed: int, keys: list[str]) -> tuple[dict[str, np.ndarray], Finished]:
+    """One episode on its own seeded reset (see `robopolicy.episodes` for why collection keeps its own loop);
+    returns per-step observations (before each action), actions and rewards, the simulator ``states`` at each
+    observation where the env can record them (observations can be replayed), and the episode's tally."""
     obs, _ = env.reset(seed=seed)
     expert.reset(seed=seed)
     sim = env.unwrapped if hasattr(env.unwrapped, "get_state") else None
     steps: dict[str, list] = {k: [] for k in [*keys, "action", "reward", *(["states"] if sim else [])]}
-    success, done = False, False
-    while not done:
+    tally, finished = EpisodeTally(1), []
+    while not finished:
         action = np.asarray(expert.act(obs), dtype=np.float32)
         for k in keys:
             steps[k].append(obs[k])
@@ -83,9 +85,8 @@ def _rollout(env, expert, seed: int, keys: list[str]) -> tuple[dict[str, np.ndar
         steps["action"].append(action)
         obs, reward, terminated, truncated, info = env.step(action)
         steps["reward"].append(np.float32(reward))
-        success = success or bool(info.get("is_success", False))
-        done = terminated or truncated
-    return {k: np.stack(v) for k, v in steps.items()}, success
+        finished = tally.add(steps["reward"][-1:], [1], [info.get("is_success", False)], [terminated or truncated])
+    return {k: np.stack(v) for k, v in steps.items()}, finished[0]
 
 
 def _episodes(recipe: Recipe, task: TaskSpec, env, keys: list[str], on_episode) -> dict[str, Any]:
@@ -95,12 +96,12 @@ def _episodes(recipe: Recipe, task: TaskSpec, env, keys: list[str], on_episode) 
     max_attempts = int(recipe.n_episodes * recipe.max_attempts_factor)
     bar = tqdm(total=recipe.n_episodes, desc=f"collect {recipe.name}", unit="ep")
     while kept < recipe.n_episodes and attempts < max_attempts:
-        episode, success = _rollout(env, expert, recipe.seed_start + attempts, keys)
+        episode, ended = _rollout(env, expert, recipe.seed_start + attempts, keys)
         attempts += 1
-        successes += success
-        returns.append(float(episode["reward"].sum()))
-        if success or not recipe.only_successful:
-            on_episode(episode, success)
+        successes += ended.success
+        returns.append(ended.ret)
+        if ended.success or not recipe.only_successful:
+            on_episode(episode, ended.success)
             kept += 1
             bar.update(1)
         bar.set_postfix(success=f"{successes / attempts:.1%}")
