@@ -3,8 +3,12 @@ expert behind the D4RL-style "medium" and "expert" datasets (`robopolicy ppo`).
 
 The agent, its saved format and its expert interface live in `robopolicy.sim.experts.ppo_agent`, beside the
 other experts, so collection needs nothing from this layer. Returns are scaled by a running std of the
-discounted return during training only. (The fine-tuning baseline `robopolicy finetune --algo ppo` is the
-chunked Gaussian policy of `robopolicy.rl.gaussian`, on the shared fine-tuning machinery.)
+discounted return during training only. The envs autoreset in the same step and each call is read and each
+episode counted by `robopolicy.episodes`, so every batch row is a step that ran (under gymnasium's default
+next-step autoreset a reset call, its action ignored, used to enter the batch), and the advantages are the
+fine-tuning machinery's GAE (`robopolicy.rl.gae`), so a truncated episode bootstraps from its true final
+observation. (The fine-tuning baseline `robopolicy finetune --algo ppo` is the chunked Gaussian policy of
+`robopolicy.rl.gaussian`, on the shared fine-tuning machinery.)
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from torch import nn
 from tqdm import tqdm
 
 from robopolicy.atomic import write_json
+from robopolicy.episodes import EpisodeTally, step_vector_env
 from robopolicy.nn.normalizer import RunningNorm
+from robopolicy.rl.gae import compute_gae
 from robopolicy.sim.experts.ppo_agent import OBS_KEY, Agent, save_agent
 
 
@@ -52,7 +58,7 @@ def train(config: PPOConfig, out_dir: str | Path, progress: bool = True) -> dict
     out_dir = Path(out_dir)
     torch.manual_seed(config.seed)
     task = load_task(config.task)
-    envs = make_vector_env(task, config.n_envs, chunked=False)
+    envs = make_vector_env(task, config.n_envs, chunked=False, same_step_autoreset=True)
     obs_dim, act_dim = task.obs[0].shape[0], task.action.dim
     low, high = np.array(task.action.low, np.float32), np.array(task.action.high, np.float32)
     agent = Agent(obs_dim, act_dim, config.hidden)
@@ -62,11 +68,11 @@ def train(config: PPOConfig, out_dir: str | Path, progress: bool = True) -> dict
     T, N = config.n_steps, config.n_envs
     obs_buf = torch.zeros(T, N, obs_dim)
     act_buf, logp_buf = torch.zeros(T, N, act_dim), torch.zeros(T, N)
-    rew_buf, done_buf, val_buf = torch.zeros(T, N), torch.zeros(T, N), torch.zeros(T, N)
+    rew_buf, val_buf, final_val_buf = torch.zeros(T, N), torch.zeros(T, N), torch.zeros(T, N)
+    term_buf, trunc_buf = torch.zeros(T, N, dtype=torch.bool), torch.zeros(T, N, dtype=torch.bool)
     next_obs = torch.as_tensor(envs.reset(seed=config.seed)[0][OBS_KEY])
-    next_done = torch.zeros(N)
     disc_ret = np.zeros(N)
-    ep_ret, ep_len = np.zeros(N), np.zeros(N, int)
+    tally = EpisodeTally(N)
     finished: list[float] = []
     log: dict = {"updates": [], "levels": {}}
     n_updates = max(1, config.total_steps // (T * N))
@@ -75,38 +81,31 @@ def train(config: PPOConfig, out_dir: str | Path, progress: bool = True) -> dict
     for update in bar:
         for group in optimizer.param_groups:  # linear learning-rate annealing
             group["lr"] = config.lr * (1 - update / n_updates)
-        # ---- rollout --------------------------------------------------------------------------
+        # ---- rollout (same-step autoreset: every row is a step that ran) -------------------------
         for t in range(T):
-            obs_buf[t], done_buf[t] = next_obs, next_done
+            obs_buf[t] = next_obs
             agent.norm.update(next_obs)
             with torch.no_grad():
                 action, logp_buf[t], val_buf[t] = agent.act(next_obs)
             act_buf[t] = action
-            obs, reward, terminated, truncated, _ = envs.step(np.clip(action.numpy(), low, high))
-            done = terminated | truncated
-            disc_ret = disc_ret * config.gamma + reward
+            step = step_vector_env(envs, np.clip(action.numpy(), low, high), chunked=False)
+            disc_ret = disc_ret * config.gamma + step.reward
             ret_norm.update(torch.as_tensor(disc_ret, dtype=torch.float64)[:, None])
-            scaled = reward / np.sqrt(ret_norm.var.item() + 1e-8)
+            scaled = step.reward / np.sqrt(ret_norm.var.item() + 1e-8)
             rew_buf[t] = torch.as_tensor(scaled, dtype=torch.float32).clamp(-10, 10)
-            ep_ret += reward
-            ep_len += 1
-            for i in np.flatnonzero(done):
-                finished.append(float(ep_ret[i]))
-                ep_ret[i], ep_len[i], disc_ret[i] = 0.0, 0, 0.0
-            # gymnasium's next-step autoreset: the step after a done is a reset, bootstrapping stops there
-            next_obs, next_done = torch.as_tensor(obs[OBS_KEY]), torch.as_tensor(done, dtype=torch.float32)
-        # ---- advantages (GAE) -------------------------------------------------------------------
+            term_buf[t], trunc_buf[t] = torch.as_tensor(step.terminated), torch.as_tensor(step.truncated)
+            finished += [f.ret for f in tally.add(step.reward, step.n_steps, step.success, step.done)]
+            disc_ret[step.done] = 0.0
+            if step.done.any():  # the value an ended episode bootstraps from: its true final observation's
+                with torch.no_grad():
+                    final_val_buf[t] = agent.value(torch.as_tensor(step.after[OBS_KEY]))
+            next_obs = torch.as_tensor(step.obs[OBS_KEY])
+        # ---- advantages (GAE, the fine-tuning machinery's, one env step per row) -------------------
         with torch.no_grad():
-            next_value = agent.value(next_obs)
-        adv = torch.zeros(T, N)
-        last = torch.zeros(N)
-        for t in reversed(range(T)):
-            nonterminal = 1.0 - (next_done if t == T - 1 else done_buf[t + 1])
-            nv = next_value if t == T - 1 else val_buf[t + 1]
-            delta = rew_buf[t] + config.gamma * nv * nonterminal - val_buf[t]
-            last = delta + config.gamma * config.gae_lambda * nonterminal * last
-            adv[t] = last
-        returns = adv + val_buf
+            next_values = torch.cat([val_buf[1:], agent.value(next_obs)[None]])
+        next_values = torch.where(term_buf | trunc_buf, final_val_buf, next_values)
+        adv, returns = compute_gae(rew_buf, val_buf, next_values, torch.ones(T, N, dtype=torch.long), term_buf,
+                                   trunc_buf, config.gamma, config.gae_lambda)
         # ---- PPO update ---------------------------------------------------------------------
         b_obs, b_act, b_logp = obs_buf.reshape(T * N, -1), act_buf.reshape(T * N, -1), logp_buf.reshape(-1)
         b_adv, b_ret = adv.reshape(-1), returns.reshape(-1)
