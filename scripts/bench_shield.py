@@ -274,14 +274,7 @@ def adversarial_pusher(episodes: int, steps: int, seed: int = 0) -> dict[str, An
                 backend.arm()
             backend.reset_scene(episode)
             robot.start()
-            for command in adversarial_chunks(spec, rng, steps):
-                try:
-                    robot.send(command)
-                    obs = robot.read()
-                except Exception as exc:  # noqa: BLE001 - a measured violation faults; counted and named
-                    totals["faults"] += 1
-                    messages.append(f"{type(exc).__name__}: {exc}")
-                    break
+            for obs in shielded_steps(robot, adversarial_chunks(spec, rng, steps), totals, messages):
                 n += 1
                 q = backend.data.qpos[qadr]  # the state after the period's last simulator step
                 totals["position_sim_steps"] += int((q < lo).any() or (q > hi).any())
@@ -300,6 +293,20 @@ def adversarial_pusher(episodes: int, steps: int, seed: int = 0) -> dict[str, An
     return {"episodes": episodes, "steps": n, "simulator_steps": seen["sim_steps"], "seconds": elapsed,
             "steps_per_s": n / elapsed, "violations": totals, "pusher_range_m": [seen["min_q"], seen["max_q"]],
             "max_measured_velocity_ratio": peak_v, "shield": counts.to_dict(), "fault_messages": messages}
+
+
+def shielded_steps(robot: ShieldedBackend, commands, totals: dict[str, int], messages: list[str]):
+    """Send each command through the shield and yield the observation after it; a fault (a measured violation)
+    ends the episode, counted in ``totals['faults']`` and named in ``messages``."""
+    for command in commands:
+        try:
+            robot.send(command)
+            obs = robot.read()
+        except Exception as exc:  # noqa: BLE001 - a measured violation faults; counted and named
+            totals["faults"] += 1
+            messages.append(f"{type(exc).__name__}: {exc}")
+            return
+        yield obs
 
 
 def ws_contains(ws, point: np.ndarray) -> bool:
@@ -322,6 +329,7 @@ def adversarial_mujoco(spec: HardwareSpec, episodes: int, steps: int, seed: int 
     ws = shield.config.hard_workspace  # the hardware file's box (commands are held to a smaller one)
     rng = np.random.default_rng(seed)
     totals = {"position": 0, "velocity_measured": 0, "workspace": 0, "self_contact": 0, "faults": 0}
+    lo, hi = np.array(bare.limits.position_lower), np.array(bare.limits.position_upper)
     max_v_ratio, n, messages = 0.0, 0, []
     start = time.perf_counter()
     for _ in range(episodes):
@@ -332,17 +340,9 @@ def adversarial_mujoco(spec: HardwareSpec, episodes: int, steps: int, seed: int 
             backend.arm()
         backend.reset_scene()
         robot.start()
-        for command in adversarial_chunks(spec, rng, steps):
-            try:
-                robot.send(command)
-                obs = robot.read()
-            except Exception as exc:  # noqa: BLE001 - a measured violation faults; counted and named
-                totals["faults"] += 1
-                messages.append(f"{type(exc).__name__}: {exc}")
-                break
+        for obs in shielded_steps(robot, adversarial_chunks(spec, rng, steps), totals, messages):
             n += 1
             q = d.qpos[backend._qadr]
-            lo, hi = np.array(bare.limits.position_lower), np.array(bare.limits.position_upper)
             totals["position"] += int((q < lo - 1e-3).any() or (q > hi + 1e-3).any())
             ratio = float(np.max(np.abs(obs.velocity) / np.array(bare.limits.velocity)))
             max_v_ratio = max(max_v_ratio, ratio)
