@@ -87,9 +87,10 @@ class EncoderConfig:
 
 @dataclass
 class BackboneConfig:
-    """Denoising/energy network. unet: diffusion_policy's 1-D temporal conditional UNet; mlp: for low-dim."""
+    """Denoising/energy network. unet: diffusion_policy's 1-D temporal conditional UNet; residual_mlp: FiLM
+    residual layers, for low-dim tasks (``hidden_dims`` all one width); mlp: the plain stack older checkpoints hold."""
 
-    kind: Literal["unet", "mlp"] = "mlp"
+    kind: Literal["unet", "residual_mlp", "mlp"] = "mlp"
     hidden_dims: list[int] = field(default_factory=lambda: [256, 256, 256])
     down_dims: list[int] = field(default_factory=lambda: [256, 512, 1024])
     kernel_size: int = 5
@@ -97,7 +98,11 @@ class BackboneConfig:
     time_embed_dim: int = 128
 
     def __post_init__(self) -> None:
-        _require(self.kind in ("unet", "mlp"), "backbone.kind", "'unet' or 'mlp'", self.kind)
+        _require(self.kind in ("unet", "residual_mlp", "mlp"), "backbone.kind", "'unet', 'residual_mlp' or 'mlp'",
+                 self.kind)
+        if self.kind == "residual_mlp":
+            _require(len(set(self.hidden_dims)) == 1, "backbone.hidden_dims", "one width for residual_mlp",
+                     self.hidden_dims)
         _require(len(self.hidden_dims) > 0, "backbone.hidden_dims", "at least one layer", self.hidden_dims)
         _require(len(self.down_dims) > 0, "backbone.down_dims", "at least one level", self.down_dims)
         _require(self.kernel_size % 2 == 1, "backbone.kernel_size", "an odd number", self.kernel_size)

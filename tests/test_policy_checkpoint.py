@@ -44,7 +44,7 @@ def obs_batch(b: int = 2, rgb: bool = True) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("head", HEADS)
-@pytest.mark.parametrize("backbone", ["mlp", "unet"])
+@pytest.mark.parametrize("backbone", ["mlp", "residual_mlp", "unet"])
 @pytest.mark.parametrize("share", [False, True])
 def test_save_load_gives_identical_actions(tmp_path: Path, head: str, backbone: str, share: bool) -> None:
     policy = make_policy(head=head, backbone=backbone, share=share).eval()

@@ -59,6 +59,8 @@ def test_toml_recipe_with_overrides(tmp_path: Path) -> None:
         ({"action": {"dim": 2}}, "obs"),
         ({"obs": [{"key": "s", "shape": [3]}], "action": {"dim": 2}, "horizon": 6, "n_action_steps": 2,
           "backbone": {"kind": "unet", "down_dims": [32, 64, 128]}}, "policy.horizon"),
+        ({"obs": [{"key": "s", "shape": [3]}], "action": {"dim": 2},
+          "backbone": {"kind": "residual_mlp", "hidden_dims": [64, 32]}}, "backbone.hidden_dims"),
     ],
 )
 def test_validation_errors_name_the_field(data: dict, field: str) -> None:
