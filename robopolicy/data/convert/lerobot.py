@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from robopolicy.data.convert import lerobot_stats
 from robopolicy.data.convert.base import Episode, Format, Source, SourceInfo, Summary
 from robopolicy.data.replay_buffer import looks_like_rgb
-from robopolicy.data.running_stats import RunningStats
 from robopolicy.errors import DataError
 
 DEFAULT_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
@@ -411,23 +411,12 @@ class _EpisodesWriter:
             self.writer = None
 
 
-def _stats(acc: RunningStats, visual: bool, frames: int) -> dict[str, Any]:
-    """lerobot's stats.json entry; images are reduced per channel to shape (C, 1, 1) in [0, 1]."""
-    shape, scale = ((-1, 1, 1), 1 / 255) if visual else ((-1,), 1.0)
-    values = {"min": acc.min, "max": acc.max, "mean": acc.mean, "std": acc.std}
-    return {k: (np.asarray(v) * scale).reshape(shape).tolist() for k, v in values.items()} | {"count": [frames]}
-
-
-def _update_stats(acc: RunningStats, arr: np.ndarray, visual: bool) -> None:
-    """Images count every pixel of a channel (scaled to [0, 1] in `_stats`); other features every row."""
-    acc.update(arr.reshape(-1, arr.shape[-1]) if visual else arr.reshape(len(arr), -1))
-
-
 def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, options: dict[str, Any]) -> dict[str, str]:
     """Write a LeRobotDataset v3.0: parquet data files and one mp4 series per camera (or PNG images), split at
     lerobot's size limits (options lerobot_data_mb / lerobot_video_mb, default 100 / 200 MB as lerobot's), the
-    episodes metadata split likewise (lerobot_episodes_mb, default the data files' limit as lerobot's), and
-    running statistics (no frame, and no episode row once written, is kept)."""
+    episodes metadata split likewise (lerobot_episodes_mb, default the data files' limit as lerobot's), each
+    episode's statistics in its row and their aggregate in meta/stats.json (see lerobot_stats; no frame, and no
+    episode row once written, is kept)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -450,7 +439,7 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
     data_writer: Any = None
     data_path: Path | None = None
     episodes_meta = _EpisodesWriter(tmp, episodes_mb, chunks_size)
-    stats: dict[str, RunningStats] = {}
+    stats: dict[str, lerobot_stats.Aggregate] = {}
     index = 0
     try:
         for e, episode in enumerate(episodes):
@@ -500,15 +489,18 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
                 else:
                     flat = arr.reshape(n, -1)
                     columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
-                _update_stats(stats.setdefault(name, RunningStats()), arr, feat["dtype"] in VISUAL)
             frame_index = np.arange(n, dtype=np.int64)
-            columns.update({
-                "timestamp": pa.array((frame_index / fps).astype(np.float32)),
-                "frame_index": pa.array(frame_index),
-                "episode_index": pa.array(np.full(n, e, dtype=np.int64)),
-                "index": pa.array(np.arange(index, index + n, dtype=np.int64)),
-                "task_index": pa.array(np.zeros(n, dtype=np.int64)),
-            })
+            defaults: dict[str, np.ndarray] = {
+                "timestamp": (frame_index / fps).astype(np.float32), "frame_index": frame_index,
+                "episode_index": np.full(n, e, dtype=np.int64), "index": np.arange(index, index + n, dtype=np.int64),
+                "task_index": np.zeros(n, dtype=np.int64),
+            }
+            columns.update({col: pa.array(values) for col, values in defaults.items()})
+            # lerobot's order: the features, then the default columns.
+            for name, arr in [(mapping[k], a) for k, a in episode.items()] + list(defaults.items()):
+                ep_stats = lerobot_stats.episode_stats(arr, features.get(name, {}).get("dtype") in VISUAL)
+                stats.setdefault(name, lerobot_stats.Aggregate()).add(ep_stats)
+                row.update(lerobot_stats.columns(name, ep_stats))
             table = pa.table(columns)
             if data_writer is None:
                 data_path = tmp / data_split.path(DATA_PATH)
@@ -534,7 +526,7 @@ def write_lerobot(source: Source, episodes: Iterator[Episode], tmp: Path, option
                                   "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": fps,
                                   "video.channels": c, "has_audio": False}
     pq.write_table(_tasks_table(task), tmp / "meta/tasks.parquet")
-    stats_json = {name: _stats(acc, features[name]["dtype"] in VISUAL, index) for name, acc in stats.items()}
+    stats_json = {name: {k: v.tolist() for k, v in acc.result().items()} for name, acc in stats.items()}
     (tmp / "meta/stats.json").write_text(json.dumps(stats_json, indent=2))
     info_json = {
         "codebase_version": "v3.0", "robot_type": info.source.get("robot_type"), "total_episodes": episodes_meta.n,
