@@ -6,19 +6,22 @@
 - adversarial: 16-step chunks of random, bang-bang, huge, non-finite and square-wave commands (half-periods of 1
   to 10 steps, where servos resonate) through the shield into the mock arm (as fast as the CPU allows, up to
   ``--adversarial-steps`` or ``--adversarial-seconds``), into push_puck's pusher on the mujoco backend (the
-  task's scene, the default shield: sim-in-the-loop episodes) and into the MuJoCo Panda (full shield).
+  task's scene, the default shield: sim-in-the-loop episodes) and into the simulated arms (``--arms``: the
+  MuJoCo Panda and UR5e under the backend's PD, the Panda in robosuite's Lift under its OSC controller; the full
+  shield with each hardware file's ``[shield]`` margins, and with any ``--margins`` given).
   Violations are counted in the backend's own state: on mock, positions beyond the hard limits and velocities /
   accelerations / jerks beyond theirs (finite differences of the arm's positions at the control period); on the
   pusher, MuJoCo's qpos beyond the hard limits at *every simulator step* (its control callback), measured
   velocities beyond the file's ``measured_velocity`` and the end effector outside the workspace box; on the
-  Panda, positions, measured velocities beyond the velocity limits, the end effector outside the workspace and
+  arms, positions, measured velocities beyond the velocity limits, the end effector outside the workspace and
   disallowed contacts in the simulator's own model. A reading the shield faults on ends the episode and counts.
 
 Targets (issue "Constraint shield and executor"): shield < 1 ms per step without collision checking and < 5 ms
 with it; jitter p99 < 2 ms at 50 Hz; zero violations. Prints tables and writes JSON.
 
     .venv/bin/python scripts/bench_shield.py [--parts shield loop adversarial] [--adversarial-steps 1000000]
-        [--adversarial-seconds 600] [--pusher-episodes 40] [--mujoco-episodes 5]
+        [--adversarial-seconds 600] [--pusher-episodes 40] [--adversarial mock pusher arms]
+        [--arms panda_sim ur5e_sim panda_lift_sim] [--mujoco-episodes 5] [--margins 0.1,0.03,0 ...]
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from _bench import write_report  # noqa: E402
 from robopolicy.hal.backend import make_backend  # noqa: E402
 from robopolicy.hal.executor import Executor, ExecutorConfig, raise_priority  # noqa: E402
 from robopolicy.hal.shield import EpisodeCounts, stages  # noqa: E402
-from robopolicy.hal.shield.hardware import ShieldedBackend, ShieldOptions, build_shield  # noqa: E402
+from robopolicy.hal.shield.ee_delta import EeDeltaShield  # noqa: E402
+from robopolicy.hal.shield.hardware import ShieldedBackend, ShieldOptions, build_shield, margins  # noqa: E402
 from robopolicy.hal.shield.kinematics import collision_stage, workspace_stage  # noqa: E402
 from robopolicy.hal.spec import HardwareSpec, load_hardware  # noqa: E402
 
@@ -162,12 +166,24 @@ def loop_jitter(spec: HardwareSpec, rates: list[float], seconds: float) -> dict[
 CHUNK = 16
 
 
+def command_bounds(spec: HardwareSpec) -> tuple[np.ndarray, np.ndarray]:
+    """What a command's values may span: joint positions (their limits), or an end-effector delta (its per-step
+    bounds); a gripper value spans [-1, 1]."""
+    if spec.control_mode == "ee_delta":
+        hi = np.array(spec.ee_delta.max)  # type: ignore[union-attr]
+        lo = -hi
+    else:
+        lo, hi = np.array(spec.limits.position_lower), np.array(spec.limits.position_upper)
+    extra = int(spec.gripper)
+    return np.concatenate([lo, -np.ones(extra)]), np.concatenate([hi, np.ones(extra)])
+
+
 def adversarial_chunks(spec: HardwareSpec, rng: np.random.Generator, n: int) -> np.ndarray:
-    """n commands in chunks of CHUNK, each of one kind: uniform beyond the limits, bang-bang per step, huge,
-    NaN/+-inf, or a square wave between beyond-the-limits extremes (half-period 1 to 10 steps, random phase per
-    joint); 3 % of all commands are NaN besides."""
-    lo, hi = np.array(spec.limits.position_lower), np.array(spec.limits.position_upper)
-    shape = (CHUNK, spec.n_joints)
+    """n commands in chunks of CHUNK, each of one kind: uniform beyond the bounds, bang-bang per step, huge,
+    NaN/+-inf, or a square wave between beyond-the-bounds extremes (half-periods 1 to 10 steps, random phase per
+    component); 3 % of all commands are NaN besides."""
+    lo, hi = command_bounds(spec)
+    shape = (CHUNK, spec.command_dim)
     chunks = []
     for _ in range(-(-n // CHUNK)):
         kind = int(rng.integers(0, 5))
@@ -181,7 +197,7 @@ def adversarial_chunks(spec: HardwareSpec, rng: np.random.Generator, n: int) -> 
             chunk = np.where(rng.random(shape) < 0.5, np.nan, np.inf) * rng.choice([-1.0, 1.0], shape)
         else:
             half = int(rng.integers(1, 11))
-            phase = (np.arange(CHUNK)[:, None] + rng.integers(0, 2 * half, spec.n_joints)) // half % 2
+            phase = (np.arange(CHUNK)[:, None] + rng.integers(0, 2 * half, spec.command_dim)) // half % 2
             chunk = np.where(phase == 0, lo - 1.0, hi + 1.0)
         chunks.append(chunk)
     cmds = np.concatenate(chunks)[:n]
@@ -315,47 +331,59 @@ def ws_contains(ws, point: np.ndarray) -> bool:
 
 def adversarial_mujoco(spec: HardwareSpec, episodes: int, steps: int, seed: int = 0,
                        options: ShieldOptions | None = None) -> dict[str, Any]:
-    """Adversarial episodes on the simulated Panda with the full shield; violations in the simulator's state."""
+    """Adversarial episodes on a simulated arm (the bare model, or a task's scene for a file with ``task``) with
+    the full shield; violations in the simulator's state. ``max_workspace_overshoot_m``: how far the measured end
+    effector went beyond the box commands are held to (what ``workspace_margin`` must cover)."""
     import mujoco
 
     bare = dataclasses.replace(spec, cameras=[])
-    backend = make_backend(bare, "mujoco")
+    backend = make_backend(bare, "mujoco", realtime=False)  # paced by nothing: as fast as the CPU allows
     backend.connect()
     backend.arm()
-    shield = build_shield(bare, options or ShieldOptions())
+    options = options or ShieldOptions()
+    shield = build_shield(bare, options)
+    rate_margin, workspace_margin, min_distance = margins(bare, options)
     robot = ShieldedBackend(backend, shield)
     m, d = backend.model, backend.data
-    robot_bodies = {int(m.jnt_bodyid[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, j)]) for j in bare.joints}
-    ws = shield.config.hard_workspace  # the hardware file's box (commands are held to a smaller one)
+    robot_bodies = {int(m.jnt_bodyid[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, backend.prefix + j)])
+                    for j in bare.joints}
+    joint = shield.joint if isinstance(shield, EeDeltaShield) else shield
+    ws = joint.config.hard_workspace  # the hardware file's box (commands are held to a smaller one)
+    box_lo, box_hi = joint.config.workspace.lower, joint.config.workspace.upper
     rng = np.random.default_rng(seed)
     totals = {"position": 0, "velocity_measured": 0, "workspace": 0, "self_contact": 0, "faults": 0}
     lo, hi = np.array(bare.limits.position_lower), np.array(bare.limits.position_upper)
-    max_v_ratio, n, messages = 0.0, 0, []
+    v_limit = np.array(bare.limits.velocity)
+    max_v_ratio, overshoot, n, messages = 0.0, 0.0, 0, []
     start = time.perf_counter()
-    for _ in range(episodes):
+    for episode in range(episodes):
         if backend.state.value == "faulted":
             backend.recover()
             backend.arm()
         elif backend.state.value == "connected":
             backend.arm()
-        backend.reset_scene()
+        backend.reset_scene(seed + episode)
         robot.start()
         for obs in shielded_steps(robot, adversarial_chunks(spec, rng, steps), totals, messages):
             n += 1
             q = d.qpos[backend._qadr]
             totals["position"] += int((q < lo - 1e-3).any() or (q > hi + 1e-3).any())
-            ratio = float(np.max(np.abs(obs.velocity) / np.array(bare.limits.velocity)))
+            ratio = float(np.max(np.abs(obs.velocity) / v_limit))
             max_v_ratio = max(max_v_ratio, ratio)
             totals["velocity_measured"] += int(ratio > 1.0)
             totals["workspace"] += int(not ws.contains(obs.ee_position, 0.01))
+            overshoot = max(overshoot, float(np.max(np.maximum(box_lo - obs.ee_position, obs.ee_position - box_hi))))
             pairs = {(int(m.geom_bodyid[c.geom1]), int(m.geom_bodyid[c.geom2])) for c in d.contact[: d.ncon]}
             totals["self_contact"] += int(any(
                 a in robot_bodies and b in robot_bodies and m.body_parentid[a] != b and m.body_parentid[b] != a
                 for a, b in pairs))
     backend.close()
     elapsed = time.perf_counter() - start
-    return {"episodes": episodes, "steps": n, "seconds": elapsed, "steps_per_s": n / elapsed, "violations": totals,
-            "max_measured_velocity_ratio": max_v_ratio, "fault_messages": messages}
+    return {"hardware": spec.name, "episodes": episodes, "steps": n, "seconds": elapsed, "steps_per_s": n / elapsed,
+            "rate_margin": rate_margin, "workspace_margin": workspace_margin,
+            "min_distance": min_distance, "violations": totals,
+            "max_measured_velocity_ratio": max_v_ratio, "max_workspace_overshoot_m": overshoot,
+            "fault_messages": messages}
 
 
 def print_shield(result: dict[str, Any]) -> None:
@@ -386,6 +414,11 @@ def print_adversarial(runs: dict[str, dict[str, Any]]) -> None:
               f"{sum(v.values()):10d}  {v}")
 
 
+def _margins(text: str) -> tuple[float, float, float]:
+    rate, workspace, distance = (float(v) for v in text.split(","))
+    return rate, workspace, distance
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", choices=["shield", "loop", "adversarial"],
@@ -396,8 +429,16 @@ def main() -> None:
     parser.add_argument("--adversarial-seconds", type=float, default=600.0, help="mock run: at most this long")
     parser.add_argument("--pusher-episodes", type=int, default=40)
     parser.add_argument("--pusher-steps", type=int, default=200)
-    parser.add_argument("--mujoco-episodes", type=int, default=5, help="the Panda on mujoco")
+    parser.add_argument("--adversarial", nargs="+", choices=["mock", "pusher", "arms"],
+                        default=["mock", "pusher", "arms"], help="which adversarial runs (default all)")
+    parser.add_argument("--arms", nargs="+", default=["panda_sim", "ur5e_sim", "panda_lift_sim"],
+                        help="simulated arms (hardware files) for the 'arms' run")
+    parser.add_argument("--margins", nargs="*", default=[], type=_margins, metavar="RATE,WORKSPACE,DISTANCE",
+                        help="extra arm runs with these rate and workspace margins and minimum distance (the "
+                             "file's are always run)")
+    parser.add_argument("--mujoco-episodes", type=int, default=5, help="episodes per simulated arm and margins")
     parser.add_argument("--mujoco-steps", type=int, default=200)
+    parser.add_argument("--mujoco-seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench_shield.json")
     args = parser.parse_args()
 
@@ -411,23 +452,34 @@ def main() -> None:
         print_loop(results["loop"])
     if "adversarial" in args.parts:
         runs = results["adversarial"] = {}
-        runs["mock panda_sim (joint stages + workspace)"] = adv = adversarial_mock(
-            spec, args.adversarial_steps, args.adversarial_seconds)
-        print(f"\nmock: max ratio to limit {({k: round(v, 3) for k, v in adv['max_ratio_to_limit'].items()})}, "
-              f"fallbacks {adv['fallbacks']}")
-        runs["mujoco push_puck_sim (default shield)"] = pusher = adversarial_pusher(args.pusher_episodes,
-                                                                                   args.pusher_steps)
-        print(f"pusher: {pusher['simulator_steps']} simulator steps checked, qpos range {pusher['pusher_range_m']} m "
-              f"(hard limits +-0.25), max measured |v| / measured_velocity "
-              f"{pusher['max_measured_velocity_ratio']:.3f}, shield {pusher['shield']}")
-        # the simulated Panda's PD lags the commands (up to ~0.1 rad) and then overshoots; it has no servo model
-        # (torque motors), so margins that cover it are needed for zero violations in the simulator's own state
-        for name, options in {"default margins": ShieldOptions(),
-                              "rate_margin 0.5": ShieldOptions(rate_margin=0.5, workspace_margin=0.05)}.items():
-            mj = adversarial_mujoco(spec, args.mujoco_episodes, args.mujoco_steps, options=options)
-            runs[f"mujoco panda_sim (full shield, {name})"] = mj
-            print(f"panda, {name}: max measured |v| / limit {mj['max_measured_velocity_ratio']:.3f}; "
-                  f"faults: {mj['fault_messages'][:3]}")
+        if "mock" in args.adversarial:
+            runs["mock panda_sim (joint stages + workspace)"] = adv = adversarial_mock(
+                spec, args.adversarial_steps, args.adversarial_seconds)
+            print(f"\nmock: max ratio to limit {({k: round(v, 3) for k, v in adv['max_ratio_to_limit'].items()})}, "
+                  f"fallbacks {adv['fallbacks']}")
+        if "pusher" in args.adversarial:
+            runs["mujoco push_puck_sim (default shield)"] = pusher = adversarial_pusher(args.pusher_episodes,
+                                                                                       args.pusher_steps)
+            print(f"pusher: {pusher['simulator_steps']} simulator steps checked, qpos range "
+                  f"{pusher['pusher_range_m']} m (hard limits +-0.25), max measured |v| / measured_velocity "
+                  f"{pusher['max_measured_velocity_ratio']:.3f}, shield {pusher['shield']}")
+        if "arms" in args.adversarial:
+            # the simulated arms' PD (or robosuite's controller) is outside the model, so there is no servo stage:
+            # the hardware file's [shield] margins must cover its lag and overshoot; --margins adds runs with others
+            variants = {"file's margins": ShieldOptions()} | {
+                f"rate_margin {rm:g}, workspace_margin {wm:g}, min_distance {md:g}":
+                    ShieldOptions(rate_margin=rm, workspace_margin=wm, min_distance=md) for rm, wm, md in args.margins}
+            for arm in args.arms:
+                arm_spec = load_hardware(arm)
+                for name, options in variants.items():
+                    mj = adversarial_mujoco(arm_spec, args.mujoco_episodes, args.mujoco_steps, args.mujoco_seed,
+                                            options)
+                    runs[f"mujoco {arm} (full shield, {name})"] = mj
+                    print(f"{arm}, {name} (rate {mj['rate_margin']:g}, workspace {mj['workspace_margin']:g} m, "
+                          f"distance {mj['min_distance']:g} m): "
+                          f"max measured |v| / limit {mj['max_measured_velocity_ratio']:.3f}, end effector up to "
+                          f"{mj['max_workspace_overshoot_m'] * 100:.1f} cm past the commanded box; "
+                          f"faults: {mj['fault_messages'][:3]}")
         print_adversarial(runs)
     write_report(args.out, results)
 

@@ -82,7 +82,8 @@ def test_cat_terminates_in_proportion_to_the_correction() -> None:
     assert terminated and info["cat_termination_prob"] == 1.0
     env.reset(seed=1)
     small = home.copy()
-    small[0] += 0.035  # just beyond one period's acceleration (15 * 0.9 * 0.05^2 = 0.034 rad)
+    # just beyond one period's acceleration (15 rad/s^2 less the file's rate margin, for 0.05 s): 1 mrad too far
+    small[0] += SPEC.limits.acceleration[0] * (1 - SPEC.shield.rate_margin) * SPEC.period_s ** 2 + 0.001
     _, _, _, _, info = env.step(small)
     assert 0.0 < info["cat_termination_prob"] < 0.05
 

@@ -31,6 +31,9 @@ def _summary(spec) -> str:
         f"          torque {list(lim.torque)} {_unit(spec, 'torque')}",
         f"          source: {lim.source or '-'}",
         f"  workspace ({ws.frame} frame, m): {list(ws.lower)} .. {list(ws.upper)}",
+        f"  shield: rate_margin {spec.shield.rate_margin:g}, workspace_margin {spec.shield.workspace_margin:g} m, "
+        f"min_distance {spec.shield.min_distance:g} m"
+        + (f" ({spec.shield.source})" if spec.shield.source else " (defaults)"),
         f"  end effector: {spec.ee_kind} {spec.ee_site}; base frame: {spec.base_frame}",
         f"  cameras: {cams}",
         f"  model: {spec.mjcf}",

@@ -155,6 +155,33 @@ class EeDeltaSpec:
 
 
 @dataclass
+class ShieldSettings:
+    """The shield's margins for this robot's controller (the ``[shield]`` table; absent keys: the defaults here).
+
+    The shield bounds what is commanded; how far the robot's controller then lags and overshoots is the robot's,
+    so the margins that keep its *measured* state inside the hard limits belong next to those limits, measured on
+    that controller (``scripts/bench_shield.py --parts adversarial``; ``source`` says how). ``rate_margin`` (a
+    fraction in [0, 1)): commanded velocities, accelerations and jerks stay that far below the limits;
+    ``workspace_margin`` (m): commanded end-effector positions stay that far inside the workspace box;
+    ``min_distance`` (m): commanded configurations keep the robot's bodies that far apart (the collision stage
+    checks the commanded pose, a lagging arm's path passes others). A command line flag (``--rate-margin``,
+    ``--workspace-margin``, ``--min-distance``) overrides them."""
+
+    rate_margin: float = 0.1
+    workspace_margin: float = 0.03
+    min_distance: float = 0.0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        _check(math.isfinite(self.rate_margin) and 0.0 <= self.rate_margin < 1.0, "shield.rate_margin",
+               "a fraction in [0, 1)", self.rate_margin)
+        _check(math.isfinite(self.workspace_margin) and self.workspace_margin >= 0.0, "shield.workspace_margin",
+               "a length >= 0 (m)", self.workspace_margin)
+        _check(math.isfinite(self.min_distance) and self.min_distance >= 0.0, "shield.min_distance",
+               "a length >= 0 (m)", self.min_distance)
+
+
+@dataclass
 class CameraSpec:
     """One camera: its name in the MuJoCo model (simulated) or on the robot side (real), and the frame size."""
 
@@ -190,6 +217,7 @@ class HardwareSpec:
     ``ee_delta``: the scale and bounds of end-effector delta commands (``control_mode = "ee_delta"``).
     ``allowed_contacts``: body pairs of the model that may touch (the shield's collision stage ignores them), e.g.
     a pusher and the object it pushes.
+    ``shield``: the shield's margins measured for this robot's controller (:class:`ShieldSettings`).
     """
 
     name: str
@@ -213,6 +241,7 @@ class HardwareSpec:
     units: Units = field(default_factory=Units)
     allowed_contacts: list[tuple[str, str]] = field(default_factory=list)
     ee_delta: EeDeltaSpec | None = None
+    shield: ShieldSettings = field(default_factory=ShieldSettings)
     path: str = ""
 
     def __post_init__(self) -> None:
@@ -234,6 +263,9 @@ class HardwareSpec:
         _check(not self.task or self.simulated, "task", "empty unless simulated = true", self.task)
         names = [c.name for c in self.cameras]
         _check(len(set(names)) == len(names), "cameras", "unique camera names", names)
+        extent = min(hi - lo for lo, hi in zip(self.workspace.lower, self.workspace.upper))
+        _check(2 * self.shield.workspace_margin < extent, "shield.workspace_margin",
+               f"less than half the workspace box's smallest side ({extent:g} m)", self.shield.workspace_margin)
 
     @property
     def n_joints(self) -> int:

@@ -31,10 +31,13 @@ class ShieldOptions:
     1.4 cm clear of the end stops); ``rate_margin`` (a fraction) keeps
     commanded velocities, accelerations and jerks that far below theirs, so a controller's tracking overshoot
     stays inside the hard limits (measured states fault only beyond those, and velocities only beyond
-    ``1 + velocity_tolerance`` times theirs: estimates are noisy, and the simulated Panda's PD controller
-    overshoots commanded rates by up to ~12 % at 20 Hz). ``min_distance`` (m): closer geom pairs count as
+    ``1 + velocity_tolerance`` times theirs: estimates are noisy). ``min_distance`` (m): closer geom pairs count as
     colliding. ``workspace_margin`` (m) shrinks the workspace box for commands in the same way (a lagging or
-    overshooting arm stays inside the file's box). ``rates``: the velocity, acceleration and jerk stages.
+    overshooting arm stays inside the file's box). ``rate_margin``, ``workspace_margin`` and ``min_distance`` left at
+    ``None`` are the hardware file's (its ``[shield]`` table, :class:`~robopolicy.hal.spec.ShieldSettings`): how far a
+    controller overshoots is the robot's, so they are measured per robot (the simulated Panda's PD controller
+    overshoots commanded velocities by up to 1.54x under adversarial commands, so ``panda_sim.toml`` sets
+    ``rate_margin = 0.5``). ``rates``: the velocity, acceleration and jerk stages.
     ``servo``: when the MJCF drives the joints with position actuators (push_puck's pusher), the servo stage keeps
     where they carry the joints from the measured state inside the hard limits shrunk by ``servo_margin`` (m or
     rad; ``servo.py``).
@@ -42,16 +45,16 @@ class ShieldOptions:
 
     margin: float = 0.05
     linear_margin: float = 0.02
-    rate_margin: float = 0.1
+    rate_margin: float | None = None
     rates: bool = True
     workspace: bool = True
     collision: bool = True
-    min_distance: float = 0.0
+    min_distance: float | None = None
     qp: bool = False
     fallback: str = "decelerate"
     measured_tolerance: float = 0.01
     velocity_tolerance: float = 0.25
-    workspace_margin: float = 0.03
+    workspace_margin: float | None = None
     servo: bool = True
     servo_margin: float = 0.001
 
@@ -59,6 +62,19 @@ class ShieldOptions:
     def joint_only(cls) -> ShieldOptions:
         """No shadow model: schema, positions and rates (no MuJoCo needed)."""
         return cls(workspace=False, collision=False, servo=False)
+
+
+def margins(spec: HardwareSpec, options: ShieldOptions) -> tuple[float, float, float]:
+    """The rate margin, workspace margin and minimum distance ``options`` run with on ``spec``: their own, else the
+    hardware file's ``[shield]``."""
+    file = spec.shield
+    rate = file.rate_margin if options.rate_margin is None else options.rate_margin
+    workspace = file.workspace_margin if options.workspace_margin is None else options.workspace_margin
+    distance = file.min_distance if options.min_distance is None else options.min_distance
+    for name, value in (("workspace_margin", workspace), ("min_distance", distance)):
+        if not value >= 0.0:
+            raise ConfigError(f"shield: {name} must be >= 0 (m), got {value}")
+    return rate, workspace, distance
 
 
 def joint_limits(spec: HardwareSpec, margin: float = 0.05, rates: bool = True, rate_margin: float = 0.0,
@@ -97,15 +113,15 @@ def build_shield(spec: HardwareSpec, options: ShieldOptions | None = None) -> Sh
     commands an :class:`EeDeltaShield` (delta bounds, workspace on the measured end effector plus the commanded
     translation); its joint-space shield checks the measured state only (collision and QP stages do not apply)."""
     options = options or ShieldOptions()
+    rate_margin, m, min_distance = margins(spec, options)
     ee_delta = spec.control_mode == "ee_delta"
     if ee_delta and spec.ee_delta is None:
         raise ConfigError(f"{spec.path or spec.name}: ee_delta: control_mode = \"ee_delta\" needs an [ee_delta] table "
                           "(scale: metres and radians per command unit; max: per-step bounds) for the shield")
     try:
         lower, upper = np.array(spec.workspace.lower), np.array(spec.workspace.upper)
-        m = options.workspace_margin
         config = ShieldConfig(
-            joint_limits(spec, options.margin, options.rates, options.rate_margin, options.linear_margin),
+            joint_limits(spec, options.margin, options.rates, rate_margin, options.linear_margin),
             control_mode="joint_position" if ee_delta else spec.control_mode,
             workspace=Workspace(lower + m, upper - m) if options.workspace else None,
             hard_workspace=Workspace(lower, upper) if options.workspace else None,
@@ -117,7 +133,7 @@ def build_shield(spec: HardwareSpec, options: ShieldOptions | None = None) -> Sh
             if options.servo and spec.control_mode == "joint_position" else None,
             servo_margin=options.servo_margin,
         )
-        joint = Shield(config, shadow_model(spec, options.min_distance)
+        joint = Shield(config, shadow_model(spec, min_distance)
                        if options.workspace or config.collision else None)
         if not ee_delta:
             return joint
