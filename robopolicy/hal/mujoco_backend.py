@@ -20,6 +20,7 @@ paces it in real time. Camera frames use the fast rendering settings (no shadows
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,15 +53,27 @@ def _scene_model(env: Any) -> tuple[Any, Any]:
     return env.model, env.data
 
 
+def _per_joint_gain(spec: HardwareSpec, key: str, gain: float | Sequence[float]) -> np.ndarray:
+    """A scalar gain broadcast to every joint, or a list checked to hold one value per joint."""
+    values = np.broadcast_to(np.asarray(gain, dtype=np.float64), (len(spec.joints),)) if np.ndim(gain) == 0 \
+        else np.asarray(gain, dtype=np.float64)
+    if values.shape != (len(spec.joints),) or not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ConfigError(f"{spec.path or spec.name}: backend.{key}: expected one finite gain >= 0 or a list of "
+                          f"{len(spec.joints)} (one per joint), got {gain!r}")
+    return values
+
+
 class MujocoBackend(Backend):
-    """Simulated robot. ``kp``/``kd``: PD gains (Nm/rad, Nm s/rad) of the bare robot's joint controller.
+    """Simulated robot. ``kp``/``kd``: PD gains (Nm/rad, Nm s/rad) of the bare robot's joint controller, one for
+    every joint or a list with one per joint (light wrists need far smaller gains than the shoulder).
     ``prefix``: what the task's scene puts before the hardware file's joint and body names (robosuite: robot0_).
     ``realtime=False`` turns off the wall-clock faults (stale feedback, latency) for runs that are not paced in
     real time, such as an evaluation as fast as the CPU allows."""
 
     name = "mujoco"
 
-    def __init__(self, spec: HardwareSpec, kp: float = 400.0, kd: float = 40.0, prefix: str = "",
+    def __init__(self, spec: HardwareSpec, kp: float | Sequence[float] = 400.0, kd: float | Sequence[float] = 40.0,
+                 prefix: str = "",
                  stale_periods: float = 5.0, latency_periods: float = 5.0, realtime: bool = True,
                  **env_kwargs: Any) -> None:
         if not realtime:  # simulated time is decoupled from the wall clock: a slow step is no fault
@@ -69,7 +82,8 @@ class MujocoBackend(Backend):
         if not spec.task and spec.control_mode == "ee_delta":
             raise ConfigError(f"{spec.path or spec.name}: control_mode: the bare mujoco robot takes joint_position "
                               "or joint_velocity commands (ee_delta needs a task scene with its own controller)")
-        self.kp, self.kd, self.prefix = kp, kd, prefix
+        self.kp, self.kd = (_per_joint_gain(spec, name, gain) for name, gain in (("kp", kp), ("kd", kd)))
+        self.prefix = prefix
         self.env_kwargs = env_kwargs
         self.last_step = StepResult()
         self.env: Any = None
