@@ -65,6 +65,8 @@ def test_loss_difference_is_clamped_and_executed_steps_only() -> None:
     full = algo.policy.head.cfm_losses(cond, store["action"], store["noise"], store["t"])
     executed = algo.surrogate.losses(cond, store)
     assert not torch.allclose(full, executed)
+    whole_chunk = fpo(algo.policy, executed_only=False).surrogate.losses(cond, store)
+    torch.testing.assert_close(whole_chunk, full, rtol=0, atol=0)
 
 
 def test_zero_noise_evaluation_is_deterministic_and_saved() -> None:

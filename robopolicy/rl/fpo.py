@@ -40,6 +40,7 @@ class FPOParams:
     max_log_ratio: float = 5.0  # |L_old - L_new| clamp before exp
     steps: int = 0  # rollout integration steps; 0: the head's inference_steps
     eval_zero_noise: bool = True  # deployed flow policy integrates from x_0 = 0
+    executed_only: bool = True  # CFM losses over the executed n_action_steps only (False: the whole chunk)
     t_max: float = 0.999  # pairs draw t ~ U[0, t_max]: the target at t = 1 is trivial
     n_negatives: int = 64  # energy head only: stored counter-examples of its likelihood estimate
 
@@ -87,7 +88,7 @@ class FPO(Algorithm):
 
     def prepare_policy(self, policy: Policy) -> Policy:
         head = policy.head
-        executed = self.context.n_action_steps
+        executed = self.context.n_action_steps if self.params.executed_only else head.chunk_shape[0]
         if isinstance(head, FlowHead):
             self.surrogate: CFMSurrogate = CFMSurrogate(head, self.params, executed)
             if self.params.eval_zero_noise:
