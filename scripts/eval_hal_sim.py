@@ -40,11 +40,10 @@ def through_backend(checkpoint: str, hardware: str, config: EvalConfig, out: Pat
     robot = ShieldedBackend(backend, build_shield(spec))
     env = BackendVectorEnv(robot, policy.config.n_obs_steps, policy.config.n_action_steps)
     try:
-        result = evaluate(policy, env, config, has_success=task.has_success)
+        result = evaluate(policy, env, config, has_success=task.has_success, shielded=True)
     finally:
         env.close()
-    result.update(task=task.name, hardware=spec.name, checkpoint=checkpoint, faults=env.faults, videos=[],
-                  shield=robot.shield.counts.to_dict())
+    result.update(task=task.name, hardware=spec.name, checkpoint=checkpoint, faults=env.faults, videos=[])
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "result.json", result, indent=1)
     plot_summary(result, out / "summary.png", f"{spec.name}: {checkpoint}")
@@ -74,11 +73,12 @@ def main() -> None:
               f"{r['length']['mean']:7.1f}")
     shield = hal["shield"]
     print(f"identical episodes (success and length): {same}/{len(sim['episodes'])}; backend faults: "
-          f"{len(hal['faults'])}; shield interventions: {shield['intervened']} in {shield['steps']} steps")
+          f"{len(hal['faults'])}; shield interventions: {shield['intervened']} in {shield['steps']} steps "
+          f"({shield['rate']:.1%}, all episodes)")
     summary = {"checkpoint": args.checkpoint, "hardware": spec.name, "task": spec.task,
                "identical_episodes": same, "n_episodes": len(sim["episodes"]),
                "success": {k: r.get("success") for k, r in rows.items()},
-               "return_mean": {k: r["return"]["mean"] for k, r in rows.items()}}
+               "return_mean": {k: r["return"]["mean"] for k, r in rows.items()}, "shield": shield}
     write_json(out / "comparison.json", summary, indent=1)
     print(f"wrote {out}/sim, {out}/backend and {out}/comparison.json")
 

@@ -23,6 +23,7 @@ from robopolicy.hal.shield.pipeline import ShieldFault
 
 class Robot(Protocol):
     backend: Backend
+    shield: Any  # the Shield or EeDeltaShield; its ``counts`` are the running episode's interventions
 
     def read(self) -> Observation: ...
 
@@ -42,7 +43,9 @@ class BackendVectorEnv:
     """``num_envs = 1``; observations under ``robopolicy.hal.recorder.observation_arrays``' keys (a task
     scene's own keys among them), batched and stacked over ``n_obs_steps``. A fault ends the episode as
     truncated, with ``info["fault"]``; the next reset recovers the simulated scene and arms again. Scenes
-    without a time limit of their own (the bare robot) end after ``max_episode_steps``."""
+    without a time limit of their own (the bare robot) end after ``max_episode_steps``. Each finished
+    episode's shield counts are kept for ``evaluate(..., shielded=True)``, through the same
+    ``call("pop_shield_counts")`` as a shielded simulation's vector env."""
 
     num_envs = 1
 
@@ -55,6 +58,24 @@ class BackendVectorEnv:
         self._t = 0
         self._history: deque[dict[str, np.ndarray]] = deque(maxlen=n_obs_steps)
         self.faults: list[str] = []
+        self._seed: int | None = None
+        self._finished: list[dict[str, Any]] = []
+
+    def call(self, name: str) -> list[Any]:
+        """gymnasium's ``VectorEnv.call`` for the one environment (``pop_shield_counts`` is what is called)."""
+        return [getattr(self, name)()]
+
+    def pop_shield_counts(self) -> dict[str, Any]:
+        """The finished episodes' shield counts since the last call (each with its ``env_seed``), and their sum
+        as ``totals`` (no autoreset here, so every counted step belongs to a finished episode); then cleared."""
+        from robopolicy.hal.shield_env import sum_counts
+
+        episodes, self._finished = self._finished, []
+        return {"totals": sum_counts(episodes), "episodes": episodes}
+
+    def _finish_episode(self, fault: bool) -> None:
+        counts = self.robot.shield.counts.to_dict()
+        self._finished.append(dict(counts, cat_terminations=0, faults=int(fault), env_seed=self._seed))
 
     def _stacked(self) -> dict[str, np.ndarray]:
         return {k: np.stack([h[k] for h in self._history])[None] for k in self._history[-1]}
@@ -67,6 +88,7 @@ class BackendVectorEnv:
         if self.backend.state is State.CONNECTED:
             self.backend.arm()
         self.scene.reset_scene(seed[0])
+        self._seed = seed[0]
         start = getattr(self.robot, "start", None)  # the shield restarts from the measured state
         obs = start() if start is not None else self.robot.read()
         self._history.clear()
@@ -98,6 +120,8 @@ class BackendVectorEnv:
             truncated = last.truncated or (self.max_episode_steps is not None and self._t >= self.max_episode_steps)
             if terminated or truncated:
                 break
+        if terminated or truncated:
+            self._finish_episode(fault="fault" in info)
         info.update(is_success=np.array([success]), n_steps=np.array([n_steps]))
         return (self._stacked(), np.array([total]), np.array([terminated]), np.array([truncated]), info)
 
