@@ -18,7 +18,8 @@ from tests.test_deploy import checkpoint, joint_policy  # noqa: F401 - the fixtu
 SIM_KEYS = {"config", "n_episodes", "return", "length", "latency_ms", "episodes", "success"}
 
 
-def test_console_operator_labels_episodes_and_the_report_matches_simulation(tmp_path, checkpoint) -> None:  # noqa: F811
+def test_console_operator_labels_episodes_and_the_report_matches_simulation(tmp_path, checkpoint,  # noqa: F811
+                                                                           capsys) -> None:
     answers = io.StringIO("\ny\n\nmaybe\nn\n")  # Enter to start, then a label; a bad answer is asked again
     prompts = io.StringIO()
     config = EvalConfig(n_episodes=2, policy_seeds=[0], n_videos=0)
@@ -27,6 +28,7 @@ def test_console_operator_labels_episodes_and_the_report_matches_simulation(tmp_
                                   record=str(tmp_path / "episodes.zarr"), backend="mock")
     assert set(result) >= SIM_KEYS and result["n_episodes"] == 2 and not result["aborted"]
     assert [e["success"] for e in result["episodes"]] == [True, False]
+    assert "episode 2/2 (policy seed 0, env seed 100001): failure, 15 steps" in capsys.readouterr().err
     assert result["success"]["rate"] == 0.5 and result["length"]["mean"] == 15
     assert result["shield"]["steps"] == 30 and all(run["held"] for run in result["runs"])
     assert "reset the scene" in prompts.getvalue() and prompts.getvalue().count("success?") == 3
@@ -40,9 +42,11 @@ def test_console_operator_labels_episodes_and_the_report_matches_simulation(tmp_
 def test_eval_cli_on_hardware_without_labels(tmp_path, checkpoint, capsys) -> None:  # noqa: F811
     code = main(["eval", str(checkpoint), "--hardware", "panda_sim", "--backend", "mock", "--operator", "none",
                  "--episodes", "1", "--seeds", "1", "--max-steps", "10", "--no-collision", "--out", str(tmp_path)])
-    assert code == 0, capsys.readouterr()
+    err = capsys.readouterr().err
+    assert code == 0, err
     result = json.loads((tmp_path / "result.json").read_text())
     assert "success" not in result and result["episodes"][0]["length"] == 10
+    assert "episode 1/1 (policy seed 0, env seed 100000): unlabelled, 10 steps" in err  # the progress line
 
 
 def test_eval_needs_a_task_or_hardware(capsys) -> None:

@@ -114,7 +114,7 @@ def run_hardware_episodes(robot, infer, executor_config, config: EvalConfig, ope
     runs: list[dict[str, Any]] = []
     latencies: list[float] = []
     aborted = ""
-    index = 0
+    index, total = 0, len(config.policy_seeds) * len(config.env_seeds)
     for policy_seed in config.policy_seeds:
         for env_seed in config.env_seeds:
             if robot.backend.state.value == "connected":
@@ -136,12 +136,23 @@ def run_hardware_episodes(robot, infer, executor_config, config: EvalConfig, ope
             success = operator.success(robot, index) if report.reason not in FATAL else False
             episodes.append(Episode(policy_seed, env_seed, success, ret[0], report.steps))
             index += 1
+            print(episode_line(index, total, episodes[-1], summary, operator.labels_success), file=sys.stderr,
+                  flush=True)
             if report.reason in FATAL:
                 aborted = f"episode {index - 1}: {report.reason}: {report.detail}"
                 break
         if aborted:
             break
     return {"episodes": episodes, "runs": runs, "latencies_ms": latencies, "aborted": aborted}
+
+
+def episode_line(index: int, total: int, episode: Episode, summary: dict[str, Any], labelled: bool) -> str:
+    """The progress line printed after each episode (one line, so it reads between an operator's prompts)."""
+    shield = summary.get("shield") or {}
+    outcome = ("success" if episode.success else "failure") if labelled else "unlabelled"
+    return (f"episode {index}/{total} (policy seed {episode.policy_seed}, env seed {episode.env_seed}): {outcome}, "
+            f"{episode.length} steps, return {episode.ret:.2f}, ended by {summary['reason']}, shield "
+            f"{shield.get('intervened', 0)}/{shield.get('steps', 0)} steps corrected")
 
 
 def hardware_result(out: dict[str, Any], config: EvalConfig, has_success: bool) -> dict[str, Any]:
