@@ -44,8 +44,9 @@ class JointTargetEnv(gym.Env):
         return {"joint_position": self.q.copy()}, 0.0, False, False, {}
 
 
-def shielded(cat: bool = False, drift: float = 0.0) -> ShieldedEnv:
-    return ShieldedEnv(JointTargetEnv(drift), build_shield(SPEC, ShieldOptions.joint_only()), cat=cat)
+def shielded(cat: bool = False, drift: float = 0.0, cat_penalty: float = 0.0) -> ShieldedEnv:
+    return ShieldedEnv(JointTargetEnv(drift), build_shield(SPEC, ShieldOptions.joint_only()), cat=cat,
+                       cat_penalty=cat_penalty)
 
 
 @settings(max_examples=40, deadline=None)
@@ -86,6 +87,17 @@ def test_cat_terminates_in_proportion_to_the_correction() -> None:
     small[0] += SPEC.limits.acceleration[0] * (1 - SPEC.shield.rate_margin) * SPEC.period_s ** 2 + 0.001
     _, _, _, _, info = env.step(small)
     assert 0.0 < info["cat_termination_prob"] < 0.05
+
+
+def test_the_cat_penalty_lowers_only_the_reward_of_the_step_cat_ends() -> None:
+    env = shielded(cat=True, cat_penalty=7.5)
+    env.reset(seed=0)
+    home = np.array(SPEC.home)
+    assert env.step(home)[1] == 0.0  # no intervention: the env's own reward
+    _, reward, terminated, _, _ = env.step([np.nan] * 7)  # CaT ends the episode here
+    assert terminated and reward == -7.5
+    with pytest.raises(ValueError, match="cat_penalty"):
+        shielded(cat=True, cat_penalty=float("nan"))
 
 
 def test_a_measured_violation_ends_the_episode() -> None:

@@ -83,7 +83,7 @@ def test_finetune_logs_the_shield_rate_and_resumes_exactly(tmp_path, checkpoint)
         sets = [f"iterations={iterations}", "ckpt_every=1", "tensorboard=false", "progress=false",
                 "rollout.n_envs=2", "rollout.n_decisions=4", "update.epochs=2", "update.minibatch_size=8",
                 "eval.every=1", "eval.n_episodes=2", "eval.n_envs=2", "params.finetune_steps=3",
-                "shield.options.collision=false", "shield.cat_scale=0.5"]
+                "shield.options.collision=false", "shield.cat_scale=0.5", "shield.cat_penalty=5.0"]
         assert main(["finetune", checkpoint, "--task", "push_puck", "--shield", str(hardware), "--shield-terminate",
                      *[a for s in sets for a in ("--set", s)], "--out", str(tmp_path / out)]) == 0
         return read_log(tmp_path / out / "log.csv")
@@ -95,7 +95,7 @@ def test_finetune_logs_the_shield_rate_and_resumes_exactly(tmp_path, checkpoint)
     assert sum(r["shield_cat_terminations"] for r in rows) > 0  # CaT ends some rollout episodes
     assert all(r["eval_shield_rate"] > 0.5 for r in rows)  # judged under the shield too
     config = json.loads((tmp_path / "run" / "config.json").read_text())["finetune"]["shield"]
-    assert config == {"hardware": str(hardware), "terminate": True, "cat_scale": 0.5,
+    assert config == {"hardware": str(hardware), "terminate": True, "cat_scale": 0.5, "cat_penalty": 5.0,
                       "options": {"collision": False}}
 
     # resumed after iteration 1 under the same shield (and CaT draws), the log is the uninterrupted one
@@ -103,6 +103,17 @@ def test_finetune_logs_the_shield_rate_and_resumes_exactly(tmp_path, checkpoint)
     for a, b in zip(rows, run("resumed", 2), strict=True):
         assert {k: v for k, v in a.items() if k not in TIMING_COLUMNS} == \
             {k: v for k, v in b.items() if k not in TIMING_COLUMNS}
+
+
+def test_cat_without_a_penalty_on_negative_rewards_is_refused(tmp_path, checkpoint, capsys):
+    """push_puck's rewards are negative: CaT with no penalty would reward ending episodes (measured: a ReinFlow
+    run learned to end every rollout episode within 1-2 steps), so the first iteration stops with exit code 2."""
+    sets = ["iterations=1", "tensorboard=false", "progress=false", "rollout.n_envs=2", "rollout.n_decisions=2",
+            "params.finetune_steps=3", "shield.options.collision=false"]
+    code = main(["finetune", checkpoint, "--task", "push_puck", "--shield", str(tight(tmp_path)),
+                 "--shield-terminate", *[a for s in sets for a in ("--set", s)], "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "shield.cat_penalty" in err and "negative" in err and "push_puck" in err
 
 
 def test_finetune_without_a_shield_leaves_the_columns_empty(tmp_path, checkpoint):
@@ -153,6 +164,8 @@ def test_a_hardware_file_that_does_not_fit_the_task_exits_2(tmp_path, checkpoint
     assert f"{missing}: file not found" in finetune_error("--shield", missing)
     assert "task: eval --shield needs --task" in eval_error("--shield", panda)
     assert "shield.terminate: expected false unless shield.hardware is set" in finetune_error("--shield-terminate")
+    assert "shield.cat_penalty: expected finite and >= 0, got -1.0" in finetune_error(
+        "--shield", str(HARDWARE), "--set", "shield.cat_penalty=-1.0")
     assert "shield.options.nope: unknown field" in finetune_error("--shield", str(HARDWARE),
                                                                   "--set", "shield.options.nope=1")
     assert "pass one of them" in eval_error("--shield", str(HARDWARE), "--hardware", str(HARDWARE))

@@ -8,7 +8,9 @@ the hard limits after every step, a violation ending the episode (``terminated``
 
 CaT (constraints as terminations, Chane-Sane et al. 2024) is optional: a step whose raw action the shield had to
 correct ends the episode with probability ``min(1, amount / cat_scale)`` (1 for a non-finite action), so the
-policy gradient sees constraint violations as lost future reward instead of silently corrected actions.
+policy gradient sees constraint violations as lost future reward instead of silently corrected actions. That
+holds only where the future reward is positive (CaT's own tasks); ``cat_penalty`` is subtracted from the reward
+of the step CaT ends, so that ending is a loss on tasks whose rewards are negative too.
 
 :class:`EnvShield` is what ``robopolicy.sim.make_env(..., shield=...)`` takes (``finetune --shield``, ``eval
 --shield``): a picklable description from which every sub-env of a vector env (sync, async or Ray) builds its own
@@ -46,11 +48,13 @@ class ShieldedEnv(gym.Wrapper):
     """``position``: the observation key holding the measured joint positions, or a function of the observation."""
 
     def __init__(self, env: gym.Env, shield: Shield | EeDeltaShield, position: str | PositionFn = "joint_position",
-                 cat: bool = False, cat_scale: float = 0.1) -> None:
+                 cat: bool = False, cat_scale: float = 0.1, cat_penalty: float = 0.0) -> None:
         super().__init__(env)
         if cat_scale <= 0:
             raise ValueError(f"cat_scale must be > 0, got {cat_scale}")
-        self.shield, self.cat, self.cat_scale = shield, cat, float(cat_scale)
+        if not (np.isfinite(cat_penalty) and cat_penalty >= 0):
+            raise ValueError(f"cat_penalty must be finite and >= 0, got {cat_penalty}")
+        self.shield, self.cat, self.cat_scale, self.cat_penalty = shield, cat, float(cat_scale), float(cat_penalty)
         self._position = _position_reader(position)
         self._seed: int | None = None
         self._clear_counts()
@@ -91,6 +95,7 @@ class ShieldedEnv(gym.Wrapper):
             info["cat_termination_prob"] = p
             cat_ended = not terminated and bool(self.np_random.random() < p)
             terminated = terminated or cat_ended
+            reward = reward - self.cat_penalty if cat_ended else reward
         self.faults += fault
         self.cat_terminations += cat_ended
         if terminated or truncated:
@@ -176,14 +181,16 @@ class EnvShield:
     options: ShieldOptions = field(default_factory=ShieldOptions)
     cat: bool = False
     cat_scale: float = 0.1
+    cat_penalty: float = 0.0
 
     def wrap(self, env: gym.Env) -> ShieldedEnv:
         spec = load_hardware(self.hardware)
-        return ShieldedEnv(env, build_shield(spec, self.options), ScenePosition(env, spec), self.cat, self.cat_scale)
+        return ShieldedEnv(env, build_shield(spec, self.options), ScenePosition(env, spec), self.cat, self.cat_scale,
+                           self.cat_penalty)
 
 
 def env_shield(hardware: str, task: TaskSpec, options: ShieldOptions | None = None, cat: bool = False,
-               cat_scale: float = 0.1) -> EnvShield:
+               cat_scale: float = 0.1, cat_penalty: float = 0.0) -> EnvShield:
     """The :class:`EnvShield` for ``hardware`` (a name or TOML path) on ``task``: a missing file, a file that does
     not fit the task or bad shield options are a ConfigError here, before any env is built."""
     spec = load_hardware(hardware)
@@ -192,7 +199,9 @@ def env_shield(hardware: str, task: TaskSpec, options: ShieldOptions | None = No
         raise ConfigError(f"shield.cat_scale: expected > 0, got {cat_scale}")
     options = options or ShieldOptions()
     build_shield(spec, options)  # option errors now, not in every worker
-    return EnvShield(str(spec.path), options, cat, cat_scale)
+    if not (np.isfinite(cat_penalty) and cat_penalty >= 0):
+        raise ConfigError(f"shield.cat_penalty: expected finite and >= 0, got {cat_penalty}")
+    return EnvShield(str(spec.path), options, cat, cat_scale, cat_penalty)
 
 
 COUNT_KEYS = ("steps", "intervened", "cat_terminations", "faults")

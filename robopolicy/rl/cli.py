@@ -33,7 +33,9 @@ evaluation env, so the policy learns and is judged under it; its commands must b
 mismatch exits 2 naming the key). log.csv gains shield_rate (fraction of rollout steps the shield corrected),
 shield_cat_terminations, shield_faults and eval_shield_rate. --shield-terminate adds CaT (constraints as
 terminations) to the rollouts: a corrected step ends the episode with probability min(1, correction /
-shield.cat_scale). Both set config fields (shield.hardware, shield.terminate; shield.options.* takes the
+shield.cat_scale), that step's reward lowered by shield.cat_penalty; on a task with negative rewards
+(push_puck) ending early would be a gain, so there CaT needs --set shield.cat_penalty=P > 0 (e.g. 50, an
+episode's worst remaining return) and stops with exit code 2 without it. Both set config fields (shield.hardware, shield.terminate; shield.options.* takes the
 deploy shield's options, e.g. --set shield.options.collision=false), so config.json records them.
 
 outputs in --out: checkpoints/{{step_000010,latest,best}} (policy checkpoints that `robopolicy eval` and

@@ -8,6 +8,7 @@ Discounts are per executed environment step: a decision that ran n steps is disc
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -109,15 +110,21 @@ class ShieldSettings:
     learns and is judged under the constraints it is deployed with. `hardware`: a hardware name or TOML path whose
     commands are the task's actions ("": no shield); `options`: `robopolicy.hal.shield.hardware.ShieldOptions`
     fields (default: deploy's defaults). `terminate`: CaT, constraints as terminations in the rollout envs (not
-    in evaluation): a corrected step ends the episode with probability min(1, correction / `cat_scale`)."""
+    in evaluation): a corrected step ends the episode with probability min(1, correction / `cat_scale`), and
+    that step's reward is lowered by `cat_penalty`. CaT makes an ending a loss only if the future reward it cuts
+    off is positive; on a task with negative rewards (push_puck's) ending early is a gain unless the penalty
+    outweighs the rest of an episode's return, so a run there refuses `cat_penalty = 0` (see docs/finetuning.md)."""
 
     hardware: str = ""
     terminate: bool = False
     cat_scale: float = 0.1
+    cat_penalty: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(self.cat_scale > 0, "shield.cat_scale", "> 0", self.cat_scale)
+        _require(math.isfinite(self.cat_penalty) and self.cat_penalty >= 0, "shield.cat_penalty", "finite and >= 0",
+                 self.cat_penalty)
         _require(bool(self.hardware) or not self.terminate, "shield.terminate",
                  "false unless shield.hardware is set", self.terminate)
 

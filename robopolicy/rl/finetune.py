@@ -156,7 +156,8 @@ class Finetuner:
         from robopolicy.hal.shield_env import env_shield
 
         options = from_dict(ShieldOptions, settings.options, "shield.options")
-        return env_shield(settings.hardware, self.task, options, settings.terminate, settings.cat_scale)
+        return env_shield(settings.hardware, self.task, options, settings.terminate, settings.cat_scale,
+                          settings.cat_penalty)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------
 
@@ -189,6 +190,18 @@ class Finetuner:
         self.progress = Progress(**meta["progress"])
 
     # ---- one iteration --------------------------------------------------------------------------------------
+
+    def _check_cat_rewards(self, rollout: Rollout) -> None:
+        """CaT without a penalty on negative rewards teaches the policy to end episodes: refuse it at once."""
+        shield = self.config.shield
+        if not (shield.terminate and shield.cat_penalty == 0 and bool((rollout.reward < 0).any())):
+            return
+        raise ConfigError(
+            f"shield.cat_penalty: expected > 0 with shield.terminate on task {self.task.name}, whose rewards are "
+            f"negative (lowest chunk reward {float(rollout.reward.min()):.3g} in the first rollout): an episode CaT "
+            "ends early then loses a negative future return, a gain the policy learns to seek. Set a penalty at "
+            "least as large as an episode's worst remaining return (docs/finetuning.md, 'Under the deployment "
+            "shield')")
 
     def _scaled_rewards(self, rollout: Rollout) -> torch.Tensor:
         """Rewards divided by the running return std, whose statistics take in every rank's envs (in global env
@@ -242,6 +255,7 @@ class Finetuner:
         start = time.perf_counter()
         rollout = collector.collect(cfg.rollout.n_decisions, seeds)
         collected = time.perf_counter()
+        self._check_cat_rewards(rollout)
         shield = None
         if self.shield is not None:
             from robopolicy.hal.shield_env import pop_shield_counts
