@@ -29,6 +29,7 @@ from robopolicy.data.replay_buffer import ReplayBuffer
 from robopolicy.data.spec import build_attrs
 from robopolicy.hal.constrained_sampling import ChunkProjection
 from robopolicy.hal.shield.hardware import ShieldOptions, build_shield
+from robopolicy.hal.shield_env import sum_counts
 from robopolicy.hal.spec import load_hardware
 from robopolicy.policy import Policy
 
@@ -111,6 +112,7 @@ def run_episodes(policy: Policy, episodes: int, constrained: bool, seed: int, sh
     rng = np.random.default_rng(seed)
     steps = intervened = successes = 0
     plan_ms = []
+    per_episode = []  # the shield's counts restart with every reset
     for ep in range(episodes):
         q, goal = draw_task(rng)
         shield.reset(q)
@@ -130,12 +132,13 @@ def run_episodes(policy: Policy, episodes: int, constrained: bool, seed: int, sh
                 steps += 1
                 intervened += step.intervened
                 t += 1
+        per_episode.append(shield.counts.to_dict())
         target = np.clip(goal, shield.limits.soft_lower, shield.limits.soft_upper)
         successes += bool(np.max(np.abs(q - target)) < TOLERANCE)
     policy.head.step_projection = None
     return {"episodes": episodes, "steps": steps, "intervention_rate": intervened / steps,
             "success_rate": successes / episodes, "plan_ms_p50": float(np.median(plan_ms)),
-            "counts": shield.counts.to_dict()}
+            "counts": sum_counts(per_episode)}
 
 
 def run_on_mujoco(policy: Policy, episodes: int, seed: int, realtime: bool = True) -> dict[str, Any]:

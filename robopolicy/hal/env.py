@@ -74,8 +74,7 @@ class BackendVectorEnv:
         return {"totals": sum_counts(episodes), "episodes": episodes}
 
     def _finish_episode(self, fault: bool) -> None:
-        counts = self.robot.shield.counts.to_dict()
-        self._finished.append(dict(counts, cat_terminations=0, faults=int(fault), env_seed=self._seed))
+        self._finished.append(dict(self.robot.shield.counts.to_dict(), faults=int(fault), env_seed=self._seed))
 
     def _stacked(self) -> dict[str, np.ndarray]:
         return {k: np.stack([h[k] for h in self._history])[None] for k in self._history[-1]}

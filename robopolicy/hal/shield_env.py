@@ -209,13 +209,14 @@ GROUP_KEYS = ("by_stage", "fallbacks")
 
 
 def sum_counts(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Add up intervention counts (each with ``steps``, ``intervened``, ``cat_terminations``, ``faults``,
-    ``by_stage`` and ``fallbacks``); ``rate``: the fraction of steps the shield corrected."""
+    """Add up intervention counts (each with ``steps``, ``intervened``, ``by_stage`` and ``fallbacks``, and
+    ``cat_terminations`` and ``faults`` where an env counts them: a shield's own counts lack them, 0); ``rate``:
+    the fraction of steps the shield corrected."""
     total = dict.fromkeys(COUNT_KEYS, 0)
     groups: dict[str, Counter] = {k: Counter() for k in GROUP_KEYS}
     for part in parts:
         for key in COUNT_KEYS:
-            total[key] += part[key]
+            total[key] += part.get(key, 0)
         for key in GROUP_KEYS:
             groups[key].update(part[key])
     return {**total, "rate": total["intervened"] / max(total["steps"], 1), **{k: dict(v) for k, v in groups.items()}}

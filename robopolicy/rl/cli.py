@@ -35,8 +35,9 @@ shield_cat_terminations, shield_faults and eval_shield_rate. --shield-terminate 
 terminations) to the rollouts: a corrected step ends the episode with probability min(1, correction /
 shield.cat_scale), that step's reward lowered by shield.cat_penalty; on a task with negative rewards
 (push_puck) ending early would be a gain, so there CaT needs --set shield.cat_penalty=P > 0 (e.g. 50, an
-episode's worst remaining return) and stops with exit code 2 without it. Both set config fields (shield.hardware, shield.terminate; shield.options.* takes the
-deploy shield's options, e.g. --set shield.options.collision=false), so config.json records them.
+episode's worst remaining return) and stops with exit code 2 without it. Both set config fields
+(shield.hardware, shield.terminate; shield.options.* takes the deploy shield's options, e.g. --set
+shield.options.collision=false), so config.json records them.
 
 outputs in --out: checkpoints/{{step_000010,latest,best}} (policy checkpoints that `robopolicy eval` and
 Policy.load read unchanged; best = highest held-out eval success), log.csv, tb/, config.json. A run started
