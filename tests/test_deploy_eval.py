@@ -13,6 +13,7 @@ from robopolicy.data.replay_buffer import ReplayBuffer
 from robopolicy.eval.hardware import ConsoleOperator, SceneOperator, evaluate_on_hardware
 from robopolicy.eval.protocol import EvalConfig
 from robopolicy.hal.shield.hardware import ShieldOptions
+from robopolicy.hal.spec import HARDWARE_DIR
 from tests.test_deploy import checkpoint, joint_policy  # noqa: F401 - the fixture
 
 SIM_KEYS = {"config", "n_episodes", "return", "length", "latency_ms", "episodes", "success"}
@@ -57,11 +58,17 @@ def test_eval_needs_a_task_or_hardware(capsys) -> None:
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_sim_in_the_loop_on_the_mujoco_panda(tmp_path, checkpoint) -> None:  # noqa: F811
     """The MuJoCo Panda behind the same API: the scene is reset per episode, the run never leaves the limits in
-    the simulator's own state (the shield faults on a measured violation, which would abort the evaluation)."""
+    the simulator's own state (the shield faults on a measured violation, which would abort the evaluation).
+    Wall-clock faults are not what it tests (tests/test_hal_mujoco.py and tests/test_executor.py do): on a loaded
+    2-core machine one MuJoCo step took 0.49 s (a latency fault) and a plan over a second (the watchdog), so the copy
+    runs unpaced (``realtime = false``) and the watchdog waits 200 periods."""
     pytest.importorskip("mujoco")
+    unpaced = tmp_path / "panda_sim_unpaced.toml"
+    text = (HARDWARE_DIR / "panda_sim.toml").read_text()
+    unpaced.write_text(text.replace("[backend.settings]\n", "[backend.settings]\nrealtime = false\n"))
     config = EvalConfig(n_episodes=2, policy_seeds=[0], n_videos=0)
-    result = evaluate_on_hardware(str(checkpoint), "panda_sim", config, tmp_path, ShieldOptions(),
-                                  SceneOperator(), max_steps=20)
+    result = evaluate_on_hardware(str(checkpoint), str(unpaced), config, tmp_path, ShieldOptions(),
+                                  SceneOperator(), max_steps=20, watchdog_periods=200)
     assert not result["aborted"] and result["n_episodes"] == 2
     assert all(run["reason"] == "completed" and run["held"] for run in result["runs"])
     assert result["success"]["rate"] == 0.0  # the bare robot's scene has no success rule

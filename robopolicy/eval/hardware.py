@@ -159,14 +159,9 @@ def hardware_result(out: dict[str, Any], config: EvalConfig, has_success: bool) 
     """The same keys as the simulation report, plus per-run executor and shield numbers."""
     episodes: list[Episode] = out["episodes"]
     lat = np.asarray(out["latencies_ms"][1:] or out["latencies_ms"] or [float("nan")])
-    shield_totals: dict[str, Any] = {"steps": 0, "intervened": 0, "by_stage": {}, "fallbacks": {}}
-    for run in out["runs"]:
-        shield_totals["steps"] += run["shield"].get("steps", 0)
-        shield_totals["intervened"] += run["shield"].get("intervened", 0)
-        for group in ("by_stage", "fallbacks"):
-            for k, v in run["shield"].get(group, {}).items():
-                shield_totals[group][k] = shield_totals[group].get(k, 0) + v
-    shield_totals["rate"] = shield_totals["intervened"] / max(shield_totals["steps"], 1)
+    from robopolicy.hal.shield_env import sum_counts  # not at import: it loads mujoco before the GL backend is chosen
+
+    shield_totals = sum_counts(run["shield"] for run in out["runs"])
     result: dict[str, Any] = {
         "config": asdict(config),
         "n_episodes": len(episodes),

@@ -204,19 +204,24 @@ def env_shield(hardware: str, task: TaskSpec, options: ShieldOptions | None = No
     return EnvShield(str(spec.path), options, cat, cat_scale, cat_penalty)
 
 
-COUNT_KEYS = ("steps", "intervened", "cat_terminations", "faults")
+COUNT_KEYS = ("steps", "intervened")
+ENV_COUNT_KEYS = ("cat_terminations", "faults")  # counted by a shielded env, not by a shield on a robot
 GROUP_KEYS = ("by_stage", "fallbacks")
 
 
 def sum_counts(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Add up intervention counts (each with ``steps``, ``intervened``, ``by_stage`` and ``fallbacks``, and
-    ``cat_terminations`` and ``faults`` where an env counts them: a shield's own counts lack them, 0); ``rate``:
-    the fraction of steps the shield corrected."""
+    ``cat_terminations`` and ``faults`` where an env counts them: those keys are in the sum where a part has
+    them, so a robot's report does not claim 0 faults it never counted); ``rate``: the fraction of steps the
+    shield corrected."""
     total = dict.fromkeys(COUNT_KEYS, 0)
     groups: dict[str, Counter] = {k: Counter() for k in GROUP_KEYS}
     for part in parts:
         for key in COUNT_KEYS:
-            total[key] += part.get(key, 0)
+            total[key] += part[key]
+        for key in ENV_COUNT_KEYS:
+            if key in part:
+                total[key] = total.get(key, 0) + part[key]
         for key in GROUP_KEYS:
             groups[key].update(part[key])
     return {**total, "rate": total["intervened"] / max(total["steps"], 1), **{k: dict(v) for k, v in groups.items()}}
