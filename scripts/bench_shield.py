@@ -224,6 +224,9 @@ class ViolationCounter:
         tol = self.tol
         pos = max(float(np.max(self.lo - q)), float(np.max(q - self.hi)))
         self.counts["position"] += int(pos > tol or not np.isfinite(q).all())
+        # 1 = at a hard limit: the distance from the range's centre over its half width
+        centre, half = (self.lo + self.hi) / 2, (self.hi - self.lo) / 2
+        self.max_ratio["position"] = max(self.max_ratio["position"], float(np.max(np.abs(q - centre) / half)))
         ratios = {"velocity": np.abs(dq) / self.v, "acceleration": np.abs(ddq) / self.a, "jerk": np.abs(dddq) / self.j}
         for name, ratio in ratios.items():
             worst = float(np.max(ratio))
