@@ -18,7 +18,7 @@ from robopolicy.rl.finetune import COLUMNS, TIMING_COLUMNS, Finetuner, finetune
 from robopolicy.rl.gae import compute_gae
 from robopolicy.rl.update import Batch, ppo_update
 from robopolicy.sim.wrappers import MultiStepWrapper
-from robopolicy.specs import ActionSpec, BackboneConfig, HeadConfig, ObsSpec, PolicyConfig
+from robopolicy.specs import ActionSpec, BackboneConfig, ConfigError, HeadConfig, ObsSpec, PolicyConfig
 from robopolicy.train.runlog import read_log
 
 ARENA = np.full(6, 0.25)
@@ -178,6 +178,26 @@ def test_one_dppo_iteration_with_k_prime_one_and_k(tmp_path, checkpoint, finetun
     assert loaded.config.head.name == "finetuned" and loaded.head.params.finetune_steps == finetune_steps
     assert main(["eval", str(result.checkpoints / "best"), "--task", "push_puck", "--episodes", "2", "--seeds", "1",
                  "--n-envs", "2", "--videos", "0", "--out", str(tmp_path / "eval")]) == 0
+
+
+def test_actor_learning_rate_anneals_from_the_first_actor_iteration_to_the_final_value():
+    from robopolicy.rl.config import UpdateConfig
+
+    update = UpdateConfig(actor_lr=1e-4, actor_lr_final=1e-5, critic_warmup_iterations=2)
+    lrs = [update.actor_lr_at(i, 13) for i in range(1, 14)]
+    assert lrs[:3] == [1e-4] * 3 and lrs[-1] == pytest.approx(1e-5)
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:])) and lrs[7] == pytest.approx(5.5e-5)  # cosine midpoint
+    assert UpdateConfig(actor_lr=1e-4).actor_lr_at(7, 12) == 1e-4  # absent: constant
+    with pytest.raises(ConfigError, match="update.actor_lr_final"):
+        UpdateConfig(actor_lr=1e-4, actor_lr_final=1e-3)
+
+
+def test_a_run_steps_its_actor_optimizer_at_the_annealed_rate(tmp_path, checkpoint):
+    config = tiny_config(tmp_path, iterations=3, **{"update.actor_lr": 1e-4, "update.actor_lr_final": 1e-5})
+    finetuner = Finetuner(config, checkpoint)
+    result = finetuner.fit()
+    assert [r["actor_lr"] for r in read_log(result.out_dir / "log.csv")] == pytest.approx([1e-4, 5.5e-5, 1e-5])
+    assert finetuner.actor_opt.param_groups[0]["lr"] == pytest.approx(1e-5)
 
 
 def test_resume_continues_bit_for_bit(tmp_path, checkpoint):

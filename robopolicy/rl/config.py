@@ -67,6 +67,17 @@ class UpdateConfig:
     max_grad_norm: float = 1.0
     target_kl: float | None = None  # stop this iteration's epochs once the approximate KL exceeds it
     critic_warmup_iterations: int = 0  # the first iterations train the critic only (DPPO's practice)
+    # cosine annealing of the actor's learning rate from actor_lr (its first iteration) to this at the last one;
+    # absent: constant. Against the late decline of long runs (push_puck's DPPO peaked, then lost 10-20 points)
+    actor_lr_final: float | None = None
+
+    def actor_lr_at(self, iteration: int, iterations: int) -> float:
+        """The actor's learning rate in `iteration` (1-based) of `iterations`."""
+        if self.actor_lr_final is None:
+            return self.actor_lr
+        first = self.critic_warmup_iterations + 1
+        progress = min(max((iteration - first) / max(iterations - first, 1), 0.0), 1.0)
+        return self.actor_lr_final + (self.actor_lr - self.actor_lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "update.epochs", ">= 1", self.epochs)
@@ -78,6 +89,8 @@ class UpdateConfig:
         _require(self.target_kl is None or self.target_kl > 0, "update.target_kl", "> 0 or absent", self.target_kl)
         _require(self.critic_warmup_iterations >= 0, "update.critic_warmup_iterations", ">= 0",
                  self.critic_warmup_iterations)
+        _require(self.actor_lr_final is None or 0 <= self.actor_lr_final <= self.actor_lr, "update.actor_lr_final",
+                 f"in [0, actor_lr = {self.actor_lr}] or absent", self.actor_lr_final)
 
 
 @dataclass

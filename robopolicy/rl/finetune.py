@@ -54,7 +54,7 @@ FORMAT = "robopolicy-finetune-state"
 FORMAT_VERSION = 1
 COLUMNS = ["step", "env_steps", "return", "success_rate", "episode_length", "episodes", "eval_success",
            "eval_return", "policy_loss", "value_loss", "approx_kl", "clip_fraction", "ratio_mean", "ratio_max",
-           "explained_variance", "chain_std", "bc_loss", "actor_grad_norm", "minibatches", "kl_stopped",
+           "explained_variance", "chain_std", "bc_loss", "actor_grad_norm", "actor_lr", "minibatches", "kl_stopped",
            "shield_rate", "shield_cat_terminations", "shield_faults", "eval_shield_rate", "env_steps_per_s",
            "env_time_s", "policy_time_s", "update_time_s", "elapsed_s"]
 TIMING_COLUMNS = {"env_steps_per_s", "env_time_s", "policy_time_s", "update_time_s", "elapsed_s"}
@@ -265,6 +265,9 @@ class Finetuner:
         env_steps = episodes.pop("env_steps")
         batch = self._batch(rollout)
         warming_up = iteration <= cfg.update.critic_warmup_iterations
+        actor_lr = cfg.update.actor_lr_at(iteration, cfg.iterations)
+        for group in self.actor_opt.param_groups:
+            group["lr"] = actor_lr
         stats = ppo_update(self.algorithm, self.critic, batch, None if warming_up else self.actor_opt,
                            self.critic_opt, cfg.update, info)
         rollout_stats = self.algorithm.rollout_stats(rollout.store)
@@ -273,6 +276,7 @@ class Finetuner:
         end = time.perf_counter()
         row = {
             "step": iteration, "env_steps": self.progress.env_steps + env_steps, **episodes, **stats,
+            "actor_lr": actor_lr,
             **{k: v / info.world_size for k, v in zip(names, sums, strict=True)},  # means over the ranks
             # this rank's times (policy time: everything in the rollout but the env calls); global throughput
             "env_steps_per_s": env_steps / (end - start), "env_time_s": rollout.env_time_s,
