@@ -52,10 +52,12 @@ ROWS = [
     Row("fpo_energy", "fpo", "energy"),
 ]
 
-# weak BC policies: 100 proficient demos, 6000 steps (diffusion: 44 % held-out success over 150 episodes; 52 % at
-# 8000), the residual FiLM MLP (the plain one stays near 0 % however long it trains, docs/finetuning.md);
-# 16-step chunks of which 4 run (50 % at 4, 34 % at 8 for the 8000-step diffusion policy)
+# weak BC policies: 100 proficient demos, 6000 steps (diffusion: 38 % on the 50 held-out seeds, 44 % over 150
+# episodes in an earlier run, 52 % at 8000), the flow head 3000 (24 %; 60 % at 6000, too strong a start), the
+# residual FiLM MLP (the plain one stays near 0 % however long it trains, docs/finetuning.md); 16-step chunks of
+# which 4 run (50 % at 4, 34 % at 8 for the 8000-step diffusion policy)
 BC_DEMOS, BC_STEPS = 100, 6000
+BC_HEAD_STEPS = {"flow": 3000}
 BC_HEADS: dict[str, dict[str, Any]] = {
     "diffusion": {"name": "diffusion", "params": {"inference_steps": 5, "sampler": "ddim"}},
     "flow": {"name": "flow", "params": {"inference_steps": 4}},
@@ -169,7 +171,8 @@ def main() -> None:
                  "eval.n_envs=2", "tensorboard=false"]
     wanted = [r for r in ROWS if r.name in args.rows.split(",")]
     starts = {r.start for r in wanted} - {"scratch"}
-    bc = {head: weak_bc(out, head, demos, steps, episodes) for head in sorted(starts)}
+    bc = {head: weak_bc(out, head, demos, steps if args.quick else BC_HEAD_STEPS.get(head, steps), episodes)
+          for head in sorted(starts)}
     n_envs = 2 if args.quick else 8
     seconds = 1.0 if args.quick else 3.0
     raw_env_rate(n_envs, 0.2)  # warm-up (first env construction, imports)
