@@ -65,6 +65,7 @@ def test_sim_in_the_loop_on_the_mujoco_panda(tmp_path, checkpoint) -> None:  # n
     pytest.importorskip("mujoco")
     unpaced = tmp_path / "panda_sim_unpaced.toml"
     text = (HARDWARE_DIR / "panda_sim.toml").read_text()
+    assert "[backend.settings]\n" in text and "realtime" not in text  # else the copy would still run paced
     unpaced.write_text(text.replace("[backend.settings]\n", "[backend.settings]\nrealtime = false\n"))
     config = EvalConfig(n_episodes=2, policy_seeds=[0], n_videos=0)
     result = evaluate_on_hardware(str(checkpoint), str(unpaced), config, tmp_path, ShieldOptions(),
