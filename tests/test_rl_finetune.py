@@ -16,7 +16,7 @@ from robopolicy.rl.config import FinetuneConfig, load_finetune_config
 from robopolicy.rl.critic import Critic
 from robopolicy.rl.finetune import COLUMNS, TIMING_COLUMNS, Finetuner, finetune
 from robopolicy.rl.gae import compute_gae
-from robopolicy.rl.update import Batch, ppo_update
+from robopolicy.rl.update import Batch, ppo_update, surrogate_loss
 from robopolicy.sim.wrappers import MultiStepWrapper
 from robopolicy.specs import ActionSpec, BackboneConfig, ConfigError, HeadConfig, ObsSpec, PolicyConfig
 from robopolicy.train.runlog import read_log
@@ -147,6 +147,27 @@ def test_target_kl_stops_the_whole_update():
     actor_opt = torch.optim.Adam(algorithm.parameters(), lr=cfg.actor_lr)
     stats = ppo_update(algorithm, critic, batch, actor_opt, torch.optim.Adam(critic.parameters()), cfg)
     assert stats["kl_stopped"] == 1.0 and 1 <= stats["minibatches"] < 50 * 12
+
+
+def _ratio_gradient(ratio: float, adv: float, trust_region: str, clip: float = 0.2) -> float:
+    r = torch.tensor([ratio], requires_grad=True)
+    surrogate_loss(r, torch.tensor([adv]), torch.tensor([clip]), trust_region).sum().backward()
+    assert r.grad is not None
+    return float(r.grad)
+
+
+def test_aspo_pulls_negative_advantage_ratios_back_where_clipping_lets_them_go():
+    # PPO's clip: past 1 - clip a negative-advantage unit gets no gradient at all, so nothing stops the drift
+    assert _ratio_gradient(0.5, -1.0, "clip") == 0.0
+    # SPO's penalty: the loss is lowest at r = 1 - clip; below it, descent raises r again, above it lowers r
+    assert _ratio_gradient(0.8, -1.0, "aspo") == pytest.approx(0.0, abs=1e-6)
+    assert _ratio_gradient(0.5, -1.0, "aspo") < 0 < _ratio_gradient(1.0, -1.0, "aspo")
+    # positive advantages keep PPO's clip under both
+    for ratio in (0.7, 1.0, 1.1, 1.5):
+        assert _ratio_gradient(ratio, 2.0, "aspo") == _ratio_gradient(ratio, 2.0, "clip")
+    assert _ratio_gradient(1.5, 2.0, "aspo") == 0.0 and _ratio_gradient(1.0, 2.0, "aspo") == -2.0
+    with pytest.raises(ConfigError, match="update.trust_region"):
+        load_finetune_config(None, ['update.trust_region="spo"'], task="push_puck")
 
 
 def test_bc_regularization_pulls_toward_the_pretrained_chains():

@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from robopolicy.specs import ConfigError, _require, apply_overrides, from_dict
 
@@ -70,6 +70,10 @@ class UpdateConfig:
     # cosine annealing of the actor's learning rate from actor_lr (its first iteration) to this at the last one;
     # absent: constant. Against the late decline of long runs (push_puck's DPPO peaked, then lost 10-20 points)
     actor_lr_final: float | None = None
+    # "clip": PPO's clipped surrogate for every unit. "aspo" (FPO++'s asymmetric trust region): PPO's clip for
+    # positive advantages, SPO's quadratic penalty (Xie et al. 2024) for negative ones, whose gradient pulls a
+    # ratio back to 1 - clip instead of vanishing past it: pushing a flow's loss up is unbounded otherwise
+    trust_region: Literal["clip", "aspo"] = "clip"
 
     def actor_lr_at(self, iteration: int, iterations: int) -> float:
         """The actor's learning rate in `iteration` (1-based) of `iterations`."""
@@ -91,6 +95,7 @@ class UpdateConfig:
                  self.critic_warmup_iterations)
         _require(self.actor_lr_final is None or 0 <= self.actor_lr_final <= self.actor_lr, "update.actor_lr_final",
                  f"in [0, actor_lr = {self.actor_lr}] or absent", self.actor_lr_final)
+        _require(self.trust_region in ("clip", "aspo"), "update.trust_region", "'clip' or 'aspo'", self.trust_region)
 
 
 @dataclass

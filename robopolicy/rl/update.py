@@ -1,6 +1,7 @@
 """The PPO update every algorithm shares: minibatches of update units over several epochs, the clipped
-surrogate with per-unit clip ranges and advantage weights, a value loss, gradient clipping, and a target-KL
-stop that ends the whole update (not just the epoch) once the approximate KL of a minibatch exceeds it.
+surrogate with per-unit clip ranges and advantage weights (or FPO++'s asymmetric trust region: `surrogate_loss`),
+a value loss, gradient clipping, and a target-KL stop that ends the whole update (not just the epoch) once the
+approximate KL of a minibatch exceeds it.
 
 Units are (decision, unit index) pairs (`Algorithm.units_per_decision` per decision: DPPO's denoising steps),
 shuffled across the whole batch, so a minibatch mixes decisions and steps as DPPO's does.
@@ -43,6 +44,16 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, info: Dist =
     return float("nan") if var == 0 else float(1 - distributed.moments_across_ranks(returns - values, info)[1] / var)
 
 
+def surrogate_loss(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor, trust_region: str) -> torch.Tensor:
+    """(M,) per-unit policy loss (to minimize): PPO's clipped surrogate, or under "aspo" SPO's
+    -r A + |A| (r - 1)^2 / (2 clip) for the units with a negative advantage (its minimum lies at r = 1 - clip)."""
+    clipped = torch.max(-adv * ratio, -adv * torch.minimum(torch.maximum(ratio, 1 - clip), 1 + clip))
+    if trust_region == "clip":
+        return clipped
+    spo = -adv * ratio + adv.abs() * (ratio - 1).pow(2) / (2 * clip)
+    return torch.where(adv < 0, spo, clipped)
+
+
 def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt: torch.optim.Optimizer | None,
                critic_opt: torch.optim.Optimizer, cfg: UpdateConfig, info: Dist = SINGLE_PROCESS) -> dict[str, float]:
     """Run the update in place and return its statistics. `actor_opt=None` trains the critic only (warm-up).
@@ -64,7 +75,7 @@ def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt:
                 ratio = log_ratio.exp()
                 adv = mb.advantages * algorithm.advantage_weight(unit)
                 clip = algorithm.clip_range(unit, cfg.clip)
-                policy_loss = torch.max(-adv * ratio, -adv * torch.minimum(torch.maximum(ratio, 1 - clip), 1 + clip))
+                policy_loss = surrogate_loss(ratio, adv, clip, cfg.trust_region)
                 extra, extra_stats = algorithm.extra_loss(mb)
                 loss = loss + policy_loss.mean() + extra
                 with torch.no_grad():
