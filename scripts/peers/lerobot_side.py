@@ -32,13 +32,13 @@ import lerobot  # noqa: E402
 from common import memory, rss_mb, serve, time_calls, time_control_steps  # noqa: E402
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler  # noqa: E402
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler  # noqa: E402
-from lerobot.configs.types import FeatureType, PolicyFeature  # noqa: E402
+from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature  # noqa: E402
 from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig  # noqa: E402
 from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy  # noqa: E402
 from lerobot.policies.diffusion.processor_diffusion import make_diffusion_pre_post_processors  # noqa: E402
 from lerobot.utils.constants import OBS_IMAGES  # noqa: E402
 
-IMAGE, STATE, ACTION = "observation.images.top", "observation.state", "action"
+IMAGE, STATE, ENV_STATE, ACTION = "observation.images.top", "observation.state", "observation.environment_state", "action"
 
 
 class LeRobotSide:
@@ -46,7 +46,11 @@ class LeRobotSide:
         self.s = setting
         torch.set_num_threads(setting["threads"])
         self.device = torch.device(setting["device"])
-        data = np.load(setting["batches"])
+        self.step = 0
+        self.load_data(np.load(setting["batches"]))
+
+    def load_data(self, data: np.lib.npyio.NpzFile) -> None:
+        """The cycled training batches, the inference observation and the normalization statistics."""
         self.batches = [self._to_lerobot(data[f"image_{i}"], data[f"state_{i}"], data[f"action_{i}"])
                         for i in range(int(data["n_batches"]))]
         self.obs = self._to_lerobot(data["obs_image"], data["obs_state"], None)
@@ -54,7 +58,11 @@ class LeRobotSide:
                  ACTION: {"min": data["action_min"], "max": data["action_max"]},
                  IMAGE: {"mean": data["image_mean"].reshape(3, 1, 1), "std": data["image_std"].reshape(3, 1, 1)}}
         self.stats = {k: {n: torch.as_tensor(v, dtype=torch.float32) for n, v in d.items()} for k, d in stats.items()}
-        self.step = 0
+
+    def input_features(self) -> dict[str, PolicyFeature]:
+        h, w, c = self.s["image_shape"]
+        return {IMAGE: PolicyFeature(FeatureType.VISUAL, (c, h, w)),
+                STATE: PolicyFeature(FeatureType.STATE, (self.s["state_dim"],))}
 
     def _to_lerobot(self, image: np.ndarray, state: np.ndarray, action: np.ndarray | None) -> dict:
         """uint8 (B, To, H, W, C) -> float (B, To, C, H, W) in [0, 1], as LeRobotDataset returns frames."""
@@ -67,13 +75,14 @@ class LeRobotSide:
 
     def build(self) -> dict:
         s = self.s
-        h, w, c = s["image_shape"]
         cfg = DiffusionConfig(
-            input_features={IMAGE: PolicyFeature(FeatureType.VISUAL, (c, h, w)),
-                            STATE: PolicyFeature(FeatureType.STATE, (s["state_dim"],))},
+            input_features=self.input_features(),
+            normalization_mapping={"VISUAL": NormalizationMode.MEAN_STD, "STATE": NormalizationMode.MIN_MAX,
+                                   "ENV": NormalizationMode.MIN_MAX, "ACTION": NormalizationMode.MIN_MAX},
             output_features={ACTION: PolicyFeature(FeatureType.ACTION, (s["action_dim"],))},
             n_obs_steps=s["n_obs_steps"], horizon=s["horizon"], n_action_steps=s["n_action_steps"],
-            crop_shape=tuple(s["crop"]), down_dims=tuple(s["down_dims"]), kernel_size=s["kernel_size"],
+            crop_shape=tuple(s["crop"]) if s["crop"] else None, down_dims=tuple(s["down_dims"]),
+            kernel_size=s["kernel_size"],
             n_groups=s["n_groups"], diffusion_step_embed_dim=s["time_embed_dim"],
             num_train_timesteps=s["num_train_timesteps"], optimizer_lr=s["lr"], device=s["device"],
         )
@@ -93,10 +102,13 @@ class LeRobotSide:
         return {"params": params, "unet_params": unet, "rss_mb": rss_mb(), "lerobot": lerobot.__version__,
                 "torch": torch.__version__, "threads": torch.get_num_threads()}
 
+    def next_batch(self) -> dict:
+        return self.batches[self.step % len(self.batches)]
+
     def train(self, steps: int) -> dict:
         seconds, losses = [], []
         for _ in range(steps):
-            raw = self.batches[self.step % len(self.batches)]
+            raw = self.next_batch()
             self.step += 1
             start = time.perf_counter()
             self.policy.train()
@@ -149,7 +161,42 @@ class LeRobotSide:
         return memory(torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else None)
 
 
+class LeRobotStateSide(LeRobotSide):
+    """The state-only setting of scripts/compare_peers_success.py: LeRobot's DiffusionPolicy needs a robot state and an
+    image or environment state, so push_puck's state (pusher, puck, goal xy) enters as the pusher position
+    (``observation.state``) and the puck and goal (``observation.environment_state``): the same six numbers our
+    policy reads. Training windows are drawn in the driver's order; ``predict`` serves the evaluation protocol."""
+
+    def load_data(self, data: np.lib.npyio.NpzFile) -> None:
+        self.windows = self._split(data["obs_state"]) | {ACTION: torch.from_numpy(data["action"]).float()}
+        self.order = data["order"]
+        self.stats = {k: {"min": v.amin((0, 1)), "max": v.amax((0, 1))} for k, v in self.windows.items()}
+
+    @staticmethod
+    def _split(state: np.ndarray) -> dict[str, torch.Tensor]:
+        state_t = torch.as_tensor(state).float()
+        return {STATE: state_t[..., :2], ENV_STATE: state_t[..., 2:]}
+
+    def input_features(self) -> dict[str, PolicyFeature]:
+        return {STATE: PolicyFeature(FeatureType.STATE, (2,)), ENV_STATE: PolicyFeature(FeatureType.ENV, (4,))}
+
+    def next_batch(self) -> dict:
+        size = self.s["batch_size"]
+        rows = torch.from_numpy(self.order[self.step * size:(self.step + 1) * size])
+        pad = torch.zeros(len(rows), self.s["horizon"], dtype=torch.bool)
+        return {k: v[rows] for k, v in self.windows.items()} | {"action_is_pad": pad}
+
+    def predict(self, state: list) -> dict:
+        """The executed actions (B, n_action_steps, A) for observation histories (B, n_obs_steps, 6)."""
+        self.use_sampler("ddpm", self.s["num_train_timesteps"])
+        with torch.no_grad():
+            actions = self.post(self.policy.diffusion.generate_actions(self.pre(self._split(np.asarray(state)))))
+        return {"actions": actions.tolist()}
+
+
 if __name__ == "__main__":
-    side = LeRobotSide(json.loads(sys.argv[1]))
-    serve({"build": side.build, "train": side.train, "infer": side.infer, "closed_loop": side.closed_loop,
-           "memory": side.memory})
+    setting = json.loads(sys.argv[1])
+    side = LeRobotStateSide(setting) if setting.get("mode") == "state" else LeRobotSide(setting)
+    handlers = {"build": side.build, "train": side.train, "infer": side.infer, "closed_loop": side.closed_loop,
+                "memory": side.memory}
+    serve(handlers | ({"predict": side.predict} if isinstance(side, LeRobotStateSide) else {}))

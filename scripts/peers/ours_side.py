@@ -42,21 +42,28 @@ class OursSide:
         self.s, self.head, self.params = setting, head, params
         torch.set_num_threads(setting["threads"])
         self.device = torch.device(setting["device"])
-        data = np.load(setting["batches"])
-        keys = setting["image_key"], setting["state_key"]
+        self.step = 0
+        self.samplers: dict[str, Policy] = {}
+        self.load_data(np.load(setting["batches"]))
+
+    def load_data(self, data: np.lib.npyio.NpzFile) -> None:
+        """The cycled training batches and the inference observation."""
+        keys = self.s["image_key"], self.s["state_key"]
         self.batches = [{"obs": dict(zip(keys, (torch.from_numpy(data[f"image_{i}"]),
                                                 torch.from_numpy(data[f"state_{i}"])))),
                          "action": torch.from_numpy(data[f"action_{i}"])} for i in range(int(data["n_batches"]))]
         self.obs = dict(zip(keys, (torch.from_numpy(data["obs_image"]), torch.from_numpy(data["obs_state"]))))
-        self.step = 0
-        self.samplers: dict[str, Policy] = {}
+
+    def obs_specs(self) -> list[ObsSpec]:
+        s = self.s
+        return [ObsSpec(s["image_key"], tuple(s["image_shape"]), "rgb"), ObsSpec(s["state_key"], (s["state_dim"],))]
 
     def config(self, head: str, params: dict) -> PolicyConfig:
         s = self.s
         return PolicyConfig(
-            obs=[ObsSpec(s["image_key"], tuple(s["image_shape"]), "rgb"), ObsSpec(s["state_key"], (s["state_dim"],))],
+            obs=self.obs_specs(),
             action=ActionSpec(s["action_dim"]), n_obs_steps=s["n_obs_steps"], horizon=s["horizon"],
-            n_action_steps=s["n_action_steps"], encoder=EncoderConfig(crop_shape=tuple(s["crop"])),
+            n_action_steps=s["n_action_steps"], encoder=EncoderConfig(crop_shape=tuple(s["crop"]) if s["crop"] else None),
             backbone=BackboneConfig(kind="unet", down_dims=list(s["down_dims"]), kernel_size=s["kernel_size"],
                                     n_groups=s["n_groups"], time_embed_dim=s["time_embed_dim"]),
             head=HeadConfig(head, params))
@@ -67,7 +74,7 @@ class OursSide:
         train = TrainConfig(dataset=s["dataset"], out_dir=self.tmp.name, steps=s["schedule_steps"],
                             batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"], device=s["device"],
                             tensorboard=False, progress=False)
-        dataset = SequenceDataset(s["dataset"], obs_keys=[s["image_key"], s["state_key"]],
+        dataset = SequenceDataset(s["dataset"], obs_keys=[spec.key for spec in self.obs_specs()],
                                   n_obs_steps=s["n_obs_steps"], horizon=s["horizon"], val_ratio=0.0)
         self.trainer = Trainer(RunConfig(self.config(self.head, self.params), train), Dist(), self.device, dataset)
         policy = self.trainer.policy
@@ -76,10 +83,13 @@ class OursSide:
         return {"params": params, "unet_params": unet, "rss_mb": rss_mb(), "torch": torch.__version__,
                 "threads": torch.get_num_threads()}
 
+    def next_batch(self) -> dict:
+        return self.batches[self.step % len(self.batches)]
+
     def train(self, steps: int) -> dict:
         seconds, losses = [], []
         for _ in range(steps):
-            batch = self.batches[self.step % len(self.batches)]
+            batch = self.next_batch()
             self.step += 1
             start = time.perf_counter()
             loss, _, _ = self.trainer.update(self.trainer.policy, batch, self.step)  # .item() inside: synchronous
@@ -117,7 +127,41 @@ class OursSide:
         return memory(torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else None)
 
 
+class OursStateSide(OursSide):
+    """The state-only setting of scripts/compare_peers_success.py: training windows in the driver's order, and
+    ``predict`` for the evaluation protocol with the weights ``robopolicy train`` deploys (its EMA)."""
+
+    def load_data(self, data: np.lib.npyio.NpzFile) -> None:
+        self.windows = {"obs": {self.s["state_key"]: torch.from_numpy(data["obs_state"])},
+                        "action": torch.from_numpy(data["action"])}
+        self.order = data["order"]
+        self.deployed: Policy | None = None
+
+    def obs_specs(self) -> list[ObsSpec]:
+        return [ObsSpec(self.s["state_key"], (self.s["state_dim"],))]
+
+    def next_batch(self) -> dict:
+        size = self.s["batch_size"]
+        rows = torch.from_numpy(self.order[self.step * size:(self.step + 1) * size])
+        return {"obs": {k: v[rows] for k, v in self.windows["obs"].items()}, "action": self.windows["action"][rows]}
+
+    def train(self, steps: int) -> dict:
+        self.deployed = None
+        self.samplers.clear()
+        return super().train(steps)
+
+    def predict(self, state: list) -> dict:
+        """The chunk (B, horizon, A) for observation histories (B, n_obs_steps, state_dim)."""
+        if self.deployed is None:
+            with self.trainer.ema_weights():
+                self.deployed = self.sampler({})
+        obs = {self.s["state_key"]: torch.tensor(state, dtype=torch.float32, device=self.device)}
+        return {"actions": self.deployed.predict_action(obs).tolist()}
+
+
 if __name__ == "__main__":
-    side = OursSide(json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]))
-    serve({"build": side.build, "train": side.train, "infer": side.infer, "closed_loop": side.closed_loop,
-           "memory": side.memory})
+    setting = json.loads(sys.argv[1])
+    side = (OursStateSide if setting.get("mode") == "state" else OursSide)(setting, sys.argv[2], json.loads(sys.argv[3]))
+    handlers = {"build": side.build, "train": side.train, "infer": side.infer, "closed_loop": side.closed_loop,
+                "memory": side.memory}
+    serve(handlers | ({"predict": side.predict} if isinstance(side, OursStateSide) else {}))
