@@ -38,7 +38,8 @@ from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy  # noq
 from lerobot.policies.diffusion.processor_diffusion import make_diffusion_pre_post_processors  # noqa: E402
 from lerobot.utils.constants import OBS_IMAGES  # noqa: E402
 
-IMAGE, STATE, ENV_STATE, ACTION = "observation.images.top", "observation.state", "observation.environment_state", "action"
+IMAGE, STATE, ACTION = "observation.images.top", "observation.state", "action"
+ENV_STATE = "observation.environment_state"
 
 
 class LeRobotSide:

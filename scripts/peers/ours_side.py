@@ -63,7 +63,8 @@ class OursSide:
         return PolicyConfig(
             obs=self.obs_specs(),
             action=ActionSpec(s["action_dim"]), n_obs_steps=s["n_obs_steps"], horizon=s["horizon"],
-            n_action_steps=s["n_action_steps"], encoder=EncoderConfig(crop_shape=tuple(s["crop"]) if s["crop"] else None),
+            n_action_steps=s["n_action_steps"],
+            encoder=EncoderConfig(crop_shape=tuple(s["crop"]) if s["crop"] else None),
             backbone=BackboneConfig(kind="unet", down_dims=list(s["down_dims"]), kernel_size=s["kernel_size"],
                                     n_groups=s["n_groups"], time_embed_dim=s["time_embed_dim"]),
             head=HeadConfig(head, params))
@@ -161,7 +162,8 @@ class OursStateSide(OursSide):
 
 if __name__ == "__main__":
     setting = json.loads(sys.argv[1])
-    side = (OursStateSide if setting.get("mode") == "state" else OursSide)(setting, sys.argv[2], json.loads(sys.argv[3]))
+    side_class = OursStateSide if setting.get("mode") == "state" else OursSide
+    side = side_class(setting, sys.argv[2], json.loads(sys.argv[3]))
     handlers = {"build": side.build, "train": side.train, "infer": side.infer, "closed_loop": side.closed_loop,
                 "memory": side.memory}
     serve(handlers | ({"predict": side.predict} if isinstance(side, OursStateSide) else {}))
