@@ -13,7 +13,7 @@ is then evaluated on the same held-out seeds (push_puck's test split) by `robopo
 through a proxy that sends observation histories to the policy's process and executes the chunks it returns.
 
     .venv/bin/python scripts/compare_peers_success.py [--steps 5000] [--batch-size 256] [--demos 100]
-        [--episodes 50] [--eval-at 2500,5000] [--threads 1] [--out runs/peers_success]
+        [--episodes 50] [--eval-at 2500,5000] [--inference-steps 100] [--threads 1] [--out runs/peers_success]
 
 Writes OUT/compare_peers_success.json and prints a table (success with Wilson 95 % intervals per evaluation).
 """
@@ -82,7 +82,7 @@ def write_windows(store: Path, path: Path, steps: int, batch_size: int, seed: in
 def start_sides(setting: dict, threads: int, logs: Path) -> dict[str, Side]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     blob = json.dumps(setting)
-    params = json.dumps({"sampler": "ddpm", "inference_steps": setting["num_train_timesteps"]})
+    params = json.dumps({"sampler": "ddpm", "inference_steps": setting["inference_steps"]})
     return {LEROBOT: Side(LEROBOT, [str(TOOLS_PYTHON), "lerobot_side.py", blob], env, logs / "lerobot.log"),
             OURS: Side(OURS, [sys.executable, "ours_side.py", blob, "diffusion", params], env, logs / "ours.log")}
 
@@ -107,7 +107,8 @@ def evaluate_sides(sides: dict[str, Side], episodes: int, n_envs: int) -> dict[s
 
 def print_table(evals: list[dict], train: dict[str, dict], meta: dict) -> None:
     print(f"\nLeRobot {meta['lerobot']} vs robopolicy on {TASK} (state), {meta['data']['episodes']} demos, batch "
-          f"{meta['batch_size']}, torch threads {meta['threads']}, DDPM-100 sampling")
+          f"{meta['batch_size']}, torch threads {meta['threads']}, DDPM-{meta['setting']['inference_steps']} sampling")
+    print(f"same training windows in the same order: {meta['same_windows']}")
     print(f"{'training':<20} {'step s':>8} {'samples/s':>10} {'final loss':>11}")
     for name, row in train.items():
         print(f"{name:<20} {row['step_s_median']:>8.3f} {row['samples_per_s']:>10.1f} {row['final_loss']:>11.4f}")
@@ -128,6 +129,7 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=10)
     parser.add_argument("--eval-at", default="", help="comma-separated training steps to evaluate at (and the last)")
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--inference-steps", type=int, default=100, help="DDPM sampling steps of both (default 100)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every process (default 1: 2 cores)")
     parser.add_argument("--out", default="runs/peers_success")
     args = parser.parse_args()
@@ -141,13 +143,15 @@ def main() -> None:
     setting = {"mode": "state", "state_key": STATE_KEY, "state_dim": 6, "action_dim": 2,
                "n_obs_steps": CHUNKS.n_obs_steps, "horizon": CHUNKS.horizon, "n_action_steps": CHUNKS.n_action_steps,
                "crop": None, "down_dims": [64, 128, 256], "kernel_size": 5, "n_groups": 8, "time_embed_dim": 128,
-               "num_train_timesteps": 100, "batch_size": args.batch_size, "lr": args.lr,
+               "num_train_timesteps": 100, "inference_steps": args.inference_steps,
+               "batch_size": args.batch_size, "lr": args.lr,
                "schedule_steps": args.steps, "seed": 0, "threads": args.threads, "device": "cpu",
                "batches": str(windows.resolve()), "dataset": str(store.resolve())}
     eval_at = sorted({int(s) for s in args.eval_at.split(",") if s} | {args.steps})
     sides = start_sides(setting, args.threads, out)
     seconds: dict[str, list[float]] = {name: [] for name in sides}
     losses: dict[str, list[float]] = {name: [] for name in sides}
+    checksums: dict[str, list[float]] = {name: [] for name in sides}  # of each step's actions: the same windows?
     evals: list[dict] = []
     try:
         built = {name: side.ask("build") for name, side in sides.items()}
@@ -160,6 +164,7 @@ def main() -> None:
                     reply = side.ask("train", steps=steps)
                     seconds[name] += reply["seconds"]
                     losses[name] += reply["losses"]
+                    checksums[name] += reply["checksums"]
                 done += steps
                 print(f"trained {done}/{args.steps} steps", file=sys.stderr, flush=True)
             evals.append({"step": done, "results": evaluate_sides(sides, args.episodes, args.n_envs)})
@@ -170,6 +175,7 @@ def main() -> None:
                     "final_loss": float(np.mean(losses[name][-100:]))} for name, s in seconds.items()}
     meta = {"lerobot": tools.split()[0], "threads": args.threads, "batch_size": args.batch_size, "data": data,
             "setting": setting, "params": {name: b["params"] for name, b in built.items()},
+            "same_windows": checksums[LEROBOT] == checksums[OURS],
             "wall_s": time.perf_counter() - start}
     print_table(evals, train, meta)
     write_json(out / "compare_peers_success.json", {"meta": meta, "train": train, "evaluations": evals,

@@ -185,11 +185,17 @@ class LeRobotStateSide(LeRobotSide):
         size = self.s["batch_size"]
         rows = torch.from_numpy(self.order[self.step * size:(self.step + 1) * size])
         pad = torch.zeros(len(rows), self.s["horizon"], dtype=torch.bool)
-        return {k: v[rows] for k, v in self.windows.items()} | {"action_is_pad": pad}
+        batch = {k: v[rows] for k, v in self.windows.items()}
+        self.checksums.append(float(batch[ACTION].double().sum()))
+        return batch | {"action_is_pad": pad}
+
+    def train(self, steps: int) -> dict:
+        self.checksums: list[float] = []
+        return super().train(steps) | {"checksums": self.checksums}
 
     def predict(self, state: list) -> dict:
         """The executed actions (B, n_action_steps, A) for observation histories (B, n_obs_steps, 6)."""
-        self.use_sampler("ddpm", self.s["num_train_timesteps"])
+        self.use_sampler("ddpm", self.s["inference_steps"])
         with torch.no_grad():
             actions = self.post(self.policy.diffusion.generate_actions(self.pre(self._split(np.asarray(state)))))
         return {"actions": actions.tolist()}

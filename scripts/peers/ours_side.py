@@ -144,12 +144,14 @@ class OursStateSide(OursSide):
     def next_batch(self) -> dict:
         size = self.s["batch_size"]
         rows = torch.from_numpy(self.order[self.step * size:(self.step + 1) * size])
+        self.checksums.append(float(self.windows["action"][rows].double().sum()))
         return {"obs": {k: v[rows] for k, v in self.windows["obs"].items()}, "action": self.windows["action"][rows]}
 
     def train(self, steps: int) -> dict:
         self.deployed = None
         self.samplers.clear()
-        return super().train(steps)
+        self.checksums: list[float] = []
+        return super().train(steps) | {"checksums": self.checksums}
 
     def predict(self, state: list) -> dict:
         """The chunk (B, horizon, A) for observation histories (B, n_obs_steps, state_dim)."""
