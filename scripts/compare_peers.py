@@ -60,6 +60,8 @@ INFERENCE = [
     ("ours flow-1", "ours flow", {"params": {}, "steps": 1}),
     ("ours consistency-1", "ours consistency", {"params": {}, "steps": 1}),
 ]
+# the UNet and noise schedule both libraries build (LeRobot's DiffusionConfig fields; ours the same values)
+UNET = {"down_dims": [64, 128, 256], "kernel_size": 5, "n_groups": 8, "time_embed_dim": 128, "num_train_timesteps": 100}
 TRAIN_TARGET, SPEEDUP_TARGET = 1.0, 10.0  # issue 17: diffusion training >= 1.0x LeRobot; a 1-step head >= 10x
 
 
@@ -102,13 +104,14 @@ def check_tools() -> str:
     return found.stdout.strip()
 
 
-def demonstrations(out: Path, episodes: int) -> Path:
-    """push_puck_image demos from the scripted expert (our collector), reused when already there."""
+def demonstrations(out: Path, episodes: int, recipe_name: str = TASK) -> Path:
+    """Demos of a datasets/ recipe (default push_puck_image) from its scripted expert (our collector), reused when
+    already there."""
     from robopolicy.sim.collect import collect, load_recipe
 
-    store = out / f"{TASK}_{episodes}ep.zarr"
+    store = out / f"{recipe_name}_{episodes}ep.zarr"
     if not store.exists():
-        recipe = dataclasses.replace(load_recipe(TASK), n_episodes=episodes, output=str(store))
+        recipe = dataclasses.replace(load_recipe(recipe_name), n_episodes=episodes, output=str(store))
         collect(recipe)
     return store
 
@@ -251,10 +254,9 @@ def main() -> None:
     store = demonstrations(out, args.episodes)
     batches = out / "batches.npz"
     data = write_batches(store, batches, args.batch_size, args.n_batches, seed=0)
-    setting = {"image_key": IMAGE_KEY, "state_key": STATE_KEY, "image_shape": [84, 84, 3], "state_dim": 2,
+    setting = {**UNET, "image_key": IMAGE_KEY, "state_key": STATE_KEY, "image_shape": [84, 84, 3], "state_dim": 2,
                "action_dim": 2, "n_obs_steps": 2, "horizon": 16, "n_action_steps": 8, "crop": [76, 76],
-               "down_dims": [int(d) for d in args.down_dims.split(",")], "kernel_size": 5, "n_groups": 8,
-               "time_embed_dim": 128, "num_train_timesteps": 100, "batch_size": args.batch_size, "lr": 1e-4,
+               "down_dims": [int(d) for d in args.down_dims.split(",")], "batch_size": args.batch_size, "lr": 1e-4,
                "schedule_steps": 100_000, "seed": 0, "threads": args.threads, "device": args.device,
                "batches": str(batches.resolve()), "dataset": str(store.resolve())}
     sides = start_sides(setting, args.threads, out)

@@ -21,7 +21,6 @@ Writes OUT/compare_peers_success.json and prints a table (success with Wilson 95
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from compare_peers import LEROBOT, TOOLS_PYTHON, Side, check_tools
+from compare_peers import LEROBOT, TOOLS_PYTHON, UNET, Side, check_tools, demonstrations
 
 from robopolicy.atomic import write_json
 from robopolicy.data.sampler import SequenceDataset
@@ -54,17 +53,6 @@ class RemotePolicy:
 
     def reset(self) -> None:
         """Each call gets the whole observation history, so there is no per-episode state to clear."""
-
-
-def demonstrations(out: Path, episodes: int) -> Path:
-    """push_puck demonstrations of the proficient scripted expert, reused when already there."""
-    from robopolicy.sim.collect import collect, load_recipe
-
-    store = out / f"{TASK}_{episodes}demos.zarr"
-    if not store.exists():
-        recipe = dataclasses.replace(load_recipe("push_puck_proficient"), n_episodes=episodes, output=str(store))
-        collect(recipe)
-    return store
 
 
 def write_windows(store: Path, path: Path, steps: int, batch_size: int, seed: int) -> dict:
@@ -137,13 +125,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     tools = check_tools()
     start = time.perf_counter()
-    store = demonstrations(out, args.demos)
+    store = demonstrations(out, args.demos, "push_puck_proficient")
     windows = out / "windows.npz"
     data = write_windows(store, windows, args.steps, args.batch_size, seed=0)
-    setting = {"mode": "state", "state_key": STATE_KEY, "state_dim": 6, "action_dim": 2,
+    setting = {**UNET, "mode": "state", "state_key": STATE_KEY, "state_dim": 6, "action_dim": 2,
                "n_obs_steps": CHUNKS.n_obs_steps, "horizon": CHUNKS.horizon, "n_action_steps": CHUNKS.n_action_steps,
-               "crop": None, "down_dims": [64, 128, 256], "kernel_size": 5, "n_groups": 8, "time_embed_dim": 128,
-               "num_train_timesteps": 100, "inference_steps": args.inference_steps,
+               "crop": None, "inference_steps": args.inference_steps,
                "batch_size": args.batch_size, "lr": args.lr,
                "schedule_steps": args.steps, "seed": 0, "threads": args.threads, "device": "cpu",
                "batches": str(windows.resolve()), "dataset": str(store.resolve())}
