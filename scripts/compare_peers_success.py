@@ -88,6 +88,7 @@ def evaluate_sides(sides: dict[str, Side], episodes: int, n_envs: int) -> dict[s
             result = evaluate(RemotePolicy(side), env, config)
             results[name] = {"success": result["success"]["rate"], "ci95": result["success"]["ci95"],
                              "return": result["return"]["mean"]}
+            print(f"{name}: success {results[name]['success']:.0%}", file=sys.stderr, flush=True)
         return results
     finally:
         env.close()

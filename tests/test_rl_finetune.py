@@ -249,7 +249,7 @@ def test_built_in_recipes_validate():
     from robopolicy.rl.registry import algorithm_class
     from robopolicy.specs import from_dict
 
-    assert {"push_puck_dppo", "push_puck_ppo", "hopper_dppo", "hopper_fpo"} <= set(recipe_names())
+    assert {"push_puck_dppo", "push_puck_ppo", "hopper_dppo", "hopper_fpo", "hopper_ppo"} <= set(recipe_names())
     for name in recipe_names():
         config = load_finetune_config(name, [])
         from_dict(algorithm_class(config.algo).Params, config.params, "algo.params")
