@@ -36,7 +36,11 @@ from robopolicy.atomic import write_json
 from robopolicy.data.sampler import SequenceDataset
 from robopolicy.specs import ChunkSpec
 
-TASK, STATE_KEY, OURS = "push_puck", "state", "ours diffusion"
+TASK, STATE_KEY = "push_puck", "state"
+# --sides: LeRobot's DiffusionPolicy, or one of our heads (name, head, params; diffusion samples as LeRobot does)
+OURS = {"diffusion": ("ours diffusion", "diffusion", {"sampler": "ddpm"}),
+        "flow": ("ours flow-1", "flow", {"inference_steps": 1}),
+        "consistency": ("ours consistency-1", "consistency", {"inference_steps": 1})}
 CHUNKS = ChunkSpec(n_obs_steps=2, horizon=16, n_action_steps=8)
 
 
@@ -67,12 +71,23 @@ def write_windows(store: Path, path: Path, steps: int, batch_size: int, seed: in
     return {"windows": len(ds), "episodes": int(len(ds.episode_ends)), "epochs": steps * batch_size / len(ds)}
 
 
-def start_sides(setting: dict, threads: int, logs: Path) -> dict[str, Side]:
+def start_sides(names: list[str], setting: dict, threads: int, logs: Path) -> dict[str, Side]:
+    """One process per side in `names` ("lerobot" or a key of OURS)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     blob = json.dumps(setting)
-    params = json.dumps({"sampler": "ddpm", "inference_steps": setting["inference_steps"]})
-    return {LEROBOT: Side(LEROBOT, [str(TOOLS_PYTHON), "lerobot_side.py", blob], env, logs / "lerobot.log"),
-            OURS: Side(OURS, [sys.executable, "ours_side.py", blob, "diffusion", params], env, logs / "ours.log")}
+    sides = {}
+    for name in names:
+        if name == "lerobot":
+            sides[LEROBOT] = Side(LEROBOT, [str(TOOLS_PYTHON), "lerobot_side.py", blob], env, logs / "lerobot.log")
+            continue
+        label, head, params = OURS[name]
+        if head == "diffusion":
+            params = {**params, "inference_steps": setting["inference_steps"]}
+        if head == "consistency":  # its discretization curriculum spans the whole run
+            params = {**params, "ct_total_steps": setting["schedule_steps"]}
+        sides[label] = Side(label, [sys.executable, "ours_side.py", blob, head, json.dumps(params)], env,
+                            logs / f"{name}.log")
+    return sides
 
 
 def evaluate_sides(sides: dict[str, Side], episodes: int, n_envs: int) -> dict[str, dict]:
@@ -95,8 +110,9 @@ def evaluate_sides(sides: dict[str, Side], episodes: int, n_envs: int) -> dict[s
 
 
 def print_table(evals: list[dict], train: dict[str, dict], meta: dict) -> None:
-    print(f"\nLeRobot {meta['lerobot']} vs robopolicy on {TASK} (state), {meta['data']['episodes']} demos, batch "
-          f"{meta['batch_size']}, torch threads {meta['threads']}, DDPM-{meta['setting']['inference_steps']} sampling")
+    print(f"\n{' vs '.join(train)} (LeRobot {meta['lerobot']}) on {TASK} (state), {meta['data']['episodes']} demos, "
+          f"batch {meta['batch_size']}, torch threads {meta['threads']}, diffusion sampled with "
+          f"DDPM-{meta['setting']['inference_steps']}")
     print(f"same training windows in the same order: {meta['same_windows']}")
     print(f"{'training':<20} {'step s':>8} {'samples/s':>10} {'final loss':>11}")
     for name, row in train.items():
@@ -120,11 +136,16 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--inference-steps", type=int, default=100, help="DDPM sampling steps of both (default 100)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every process (default 1: 2 cores)")
+    parser.add_argument("--sides", default="lerobot,diffusion",
+                        help=f"comma-separated: lerobot and any of {', '.join(OURS)} (default lerobot,diffusion)")
     parser.add_argument("--out", default="runs/peers_success")
     args = parser.parse_args()
+    names = args.sides.split(",")
+    if unknown := set(names) - {"lerobot", *OURS}:
+        parser.error(f"--sides: unknown {', '.join(sorted(unknown))}; expected lerobot, {', '.join(OURS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tools = check_tools()
+    tools = check_tools() if "lerobot" in names else "- - -"
     start = time.perf_counter()
     store = demonstrations(out, args.demos, "push_puck_proficient")
     windows = out / "windows.npz"
@@ -136,7 +157,7 @@ def main() -> None:
                "schedule_steps": args.steps, "seed": 0, "threads": args.threads, "device": "cpu",
                "batches": str(windows.resolve()), "dataset": str(store.resolve())}
     eval_at = sorted({int(s) for s in args.eval_at.split(",") if s} | {args.steps})
-    sides = start_sides(setting, args.threads, out)
+    sides = start_sides(names, setting, args.threads, out)
     seconds: dict[str, list[float]] = {name: [] for name in sides}
     losses: dict[str, list[float]] = {name: [] for name in sides}
     checksums: dict[str, list[float]] = {name: [] for name in sides}  # of each step's actions: the same windows?
@@ -163,7 +184,7 @@ def main() -> None:
                     "final_loss": float(np.mean(losses[name][-100:]))} for name, s in seconds.items()}
     meta = {"lerobot": tools.split()[0], "threads": args.threads, "batch_size": args.batch_size, "data": data,
             "setting": setting, "params": {name: b["params"] for name, b in built.items()},
-            "same_windows": checksums[LEROBOT] == checksums[OURS],
+            "same_windows": len({tuple(c) for c in checksums.values()}) == 1,
             "wall_s": time.perf_counter() - start}
     print_table(evals, train, meta)
     write_json(out / "compare_peers_success.json", {"meta": meta, "train": train, "evaluations": evals,
