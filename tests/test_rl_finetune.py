@@ -244,6 +244,19 @@ def test_gaussian_ppo_from_scratch_runs(tmp_path):
     assert read_log(result.out_dir / "log.csv")[-1]["env_steps"] == 2 * 4 * 8  # the task's 8-step chunks
 
 
+def test_fpo_from_scratch_runs_a_fresh_flow_policy(tmp_path):
+    sets = ["iterations=1", "tensorboard=false", "progress=false", "rollout.n_envs=2", "rollout.n_decisions=3",
+            "update.epochs=1", "update.minibatch_size=8", "eval.every=1", "eval.n_episodes=2", "eval.n_envs=2",
+            "params.hidden_dims=[32]", "params.stats_episodes=1", "params.n_samples=2"]
+    config = load_finetune_config(None, sets, task="push_puck", algo="fpo", out_dir=str(tmp_path / "run"))
+    finetuner = Finetuner(config, "scratch")
+    assert finetuner.policy.config.head.name == "flow"
+    assert finetuner.policy.config.horizon == 16 and finetuner.policy.config.normalization == "min_max"
+    result = finetuner.fit()
+    assert read_log(result.out_dir / "log.csv")[-1]["env_steps"] == 2 * 3 * 8  # the task's 8-step chunks
+    assert Policy.load(result.out_dir / "checkpoints" / "latest").config.head.name == "flow"
+
+
 def test_built_in_recipes_validate():
     from robopolicy.rl.config import recipe_names
     from robopolicy.rl.registry import algorithm_class

@@ -19,7 +19,7 @@ its advantage says nothing about it. The energy head runs the same algorithm on 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -27,7 +27,7 @@ import torch
 from robopolicy.heads.base import randn
 from robopolicy.heads.flow import FlowHead
 from robopolicy.rl.algorithm import Algorithm, Decision, Minibatch
-from robopolicy.specs import ConfigError
+from robopolicy.specs import ConfigError, HeadConfig, from_dict
 
 if TYPE_CHECKING:
     from robopolicy.policy import Policy
@@ -43,6 +43,9 @@ class FPOParams:
     executed_only: bool = True  # CFM losses over the executed n_action_steps only (False: the whole chunk)
     t_max: float = 0.999  # pairs draw t ~ U[0, t_max]: the target at t = 1 is trivial
     n_negatives: int = 64  # energy head only: stored counter-examples of its likelihood estimate
+    # CHECKPOINT = "scratch" (FPO's own setting, against Gaussian PPO from scratch): a fresh flow head on an MLP
+    hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
+    stats_episodes: int = 4  # random-action episodes for the scratch policy's observation statistics
 
     def __post_init__(self) -> None:
         checks = [("n_samples", self.n_samples >= 1, ">= 1"), ("max_log_ratio", self.max_log_ratio > 0, "> 0"),
@@ -85,6 +88,14 @@ class FPO(Algorithm):
     name = "fpo"
     Params = FPOParams
     params: FPOParams
+
+    @classmethod
+    def scratch_policy(cls, task, params: dict) -> Policy:
+        from robopolicy.rl.scratch import scratch_policy
+
+        p = from_dict(FPOParams, params, "algo.params")
+        return scratch_policy(task, HeadConfig("flow", {}), p.hidden_dims, p.stats_episodes, "min_max",
+                              task.horizons.horizon)
 
     def prepare_policy(self, policy: Policy) -> Policy:
         head = policy.head

@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-
 from robopolicy.policy import Policy
 from robopolicy.rl.dppo import DPPO, DPPOParams
-from robopolicy.specs import BackboneConfig, ConfigError, HeadConfig, PolicyConfig, from_dict
+from robopolicy.rl.scratch import scratch_policy
+from robopolicy.specs import HeadConfig, from_dict
 
 
 @dataclass
@@ -36,28 +35,6 @@ class GaussianParams(DPPOParams):
     stats_episodes: int = 4  # random-action episodes for a scratch policy's observation statistics
 
 
-def _observation_stats(task, episodes: int) -> dict[str, dict[str, np.ndarray]]:
-    from robopolicy.sim import make_base_env
-
-    env = make_base_env(task)
-    frames: dict[str, list[np.ndarray]] = {o.key: [] for o in task.obs}
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=episode)
-        env.action_space.seed(episode)
-        done = False
-        while not done:
-            for key in frames:
-                frames[key].append(obs[key])
-            obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
-            done = terminated or truncated
-    env.close()
-    stats = {}
-    for key, values in frames.items():
-        x = np.stack(values).astype(np.float64)
-        stats[key] = {"min": x.min(0), "max": x.max(0), "mean": x.mean(0), "std": x.std(0)}
-    return stats
-
-
 class GaussianPPO(DPPO):
     name = "ppo"
     Params = GaussianParams
@@ -66,18 +43,5 @@ class GaussianPPO(DPPO):
     @classmethod
     def scratch_policy(cls, task, params: dict) -> Policy:
         p = from_dict(GaussianParams, params, "algo.params")
-        if any(o.kind == "rgb" for o in task.obs):
-            raise ConfigError(f"task {task.name}: a scratch Gaussian policy takes low-dim observations only")
-        if task.action.low is None or task.action.high is None:
-            raise ConfigError(f"task {task.name}: action.low/high are needed to normalize a scratch policy")
-        h = task.horizons
-        config = PolicyConfig(obs=task.obs, action=task.action, n_obs_steps=h.n_obs_steps, horizon=h.n_action_steps,
-                              n_action_steps=h.n_action_steps, normalization="mean_std",
-                              backbone=BackboneConfig(kind="mlp", hidden_dims=list(p.hidden_dims)),
-                              head=HeadConfig("regression", {}))
-        policy = Policy(config)
-        low, high = np.asarray(task.action.low, np.float64), np.asarray(task.action.high, np.float64)
-        stats = _observation_stats(task, p.stats_episodes)
-        stats["action"] = {"min": low, "max": high, "mean": (low + high) / 2, "std": (high - low) / 2}
-        policy.fit_normalizer(stats)
-        return policy
+        return scratch_policy(task, HeadConfig("regression", {}), p.hidden_dims, p.stats_episodes, "mean_std",
+                              task.horizons.n_action_steps)
