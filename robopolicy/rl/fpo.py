@@ -27,6 +27,7 @@ import torch
 from robopolicy.heads.base import randn
 from robopolicy.heads.flow import FlowHead
 from robopolicy.rl.algorithm import Algorithm, Decision, Minibatch
+from robopolicy.rl.scratch import scratch_policy
 from robopolicy.specs import ConfigError, HeadConfig, from_dict
 
 if TYPE_CHECKING:
@@ -91,8 +92,6 @@ class FPO(Algorithm):
 
     @classmethod
     def scratch_policy(cls, task, params: dict) -> Policy:
-        from robopolicy.rl.scratch import scratch_policy
-
         p = from_dict(FPOParams, params, "algo.params")
         return scratch_policy(task, HeadConfig("flow", {}), p.hidden_dims, p.stats_episodes, "min_max",
                               task.horizons.horizon)
