@@ -6,6 +6,7 @@ arm out of collision; and the shielded backend is the only caller of a backend's
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,25 @@ def test_joint_pipeline_output_satisfies_every_limit_or_falls_back(lim, commands
         if not np.isfinite(command).all():
             assert step.fallback is not None and step.interventions[0].stage == "schema"
     assert shield.counts.steps == len(commands)
+
+
+@settings(max_examples=80, deadline=None)
+@given(limits(), st.lists(hnp.arrays(np.float64, N + 1, elements=anything), min_size=1, max_size=20))
+def test_gripper_value_is_one_finite_number_in_range_and_every_change_is_logged(lim, commands) -> None:
+    shield = Shield(ShieldConfig(lim, gripper=True))
+    shield.reset((lim.soft_lower + lim.soft_upper) / 2)
+    for command in commands:
+        last = shield.motion
+        step = shield(command)
+        arm, gripper = step.command[:-1], step.command[-1]
+        check_step(shield, last, dataclasses.replace(step, command=arm))
+        assert np.isfinite(gripper) and -1.0 <= gripper <= 1.0
+        logged = [i for i in step.interventions if i.stage == "gripper"]
+        assert bool(logged) == (gripper != command[-1])  # NaN != anything: a non-finite value is always logged
+        if np.isfinite(command[-1]):
+            assert gripper == np.clip(command[-1], -1.0, 1.0)
+        else:
+            assert gripper == 0.0  # the neutral command
 
 
 @settings(max_examples=40, deadline=None)

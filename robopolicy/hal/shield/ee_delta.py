@@ -24,13 +24,13 @@ import numpy as np
 
 from robopolicy.hal.shield.kinematics import ShadowModel, Workspace
 from robopolicy.hal.shield.pipeline import (
-    GRIPPER_RANGE,
     MIN_INTERVENTION,
     EpisodeCounts,
     Intervention,
     Shield,
     ShieldStep,
     _numeric,
+    shield_gripper,
 )
 from robopolicy.hal.shield.stages import Correction
 
@@ -146,11 +146,7 @@ class EeDeltaShield:
         delta, interventions, fallback = self.shield_delta(arm)
         out = delta
         if self.config.gripper:
-            g = gripper if gripper.size == 1 and np.isfinite(gripper).all() else np.zeros(1)
-            clipped = np.clip(g, *GRIPPER_RANGE)
-            if gripper.size != 1 or (clipped != gripper).any():
-                interventions.append(Intervention("gripper", float(np.max(np.abs(clipped - g), initial=0.0))))
-            out = np.concatenate([out, clipped])
+            out = np.concatenate([out, shield_gripper(gripper, interventions)])
         step = ShieldStep(raw, out, tuple(interventions), fallback)
         self._count(step)
         return step

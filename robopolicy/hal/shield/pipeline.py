@@ -228,11 +228,7 @@ class Shield:
         self._motion = Motion.at_rest(q) if fallback == "hold" else last.advance(q, self.limits.dt)
         out = (q - last.q) / self.limits.dt if self.config.control_mode == "joint_velocity" else q
         if self.config.gripper:
-            g = gripper if gripper.size == 1 and np.isfinite(gripper).all() else np.zeros(1)
-            clipped = np.clip(g, *GRIPPER_RANGE)
-            if gripper.size != 1 or (clipped != gripper).any():
-                interventions.append(Intervention("gripper", float(np.max(np.abs(clipped - g), initial=0.0))))
-            out = np.concatenate([out, clipped])
+            out = np.concatenate([out, shield_gripper(gripper, interventions)])
         if self.config.servo is not None:
             self._set_servo_state(*self.config.servo.predict(*self.servo_state, q))
         step = ShieldStep(raw, out, tuple(interventions), fallback)
@@ -345,6 +341,16 @@ def _numeric(command: object) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def shield_gripper(gripper: np.ndarray, interventions: list[Intervention]) -> np.ndarray:
+    """The gripper value that goes out: one finite number inside GRIPPER_RANGE (a missing or non-finite one
+    becomes 0, the neutral command); any change is noted in `interventions`."""
+    g = gripper if gripper.size == 1 and np.isfinite(gripper).all() else np.zeros(1)
+    clipped = np.clip(g, *GRIPPER_RANGE)
+    if gripper.size != 1 or (clipped != gripper).any():
+        interventions.append(Intervention("gripper", float(np.max(np.abs(clipped - g), initial=0.0))))
+    return clipped
 
 
 def _inside(q: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
