@@ -70,6 +70,26 @@ def test_mcmc_counter_examples_follow_the_model(monkeypatch: pytest.MonkeyPatch)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
 
 
+def test_local_counter_examples_are_the_demonstration_perturbed_at_each_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last `local_negatives` counter-examples sit around the demonstration, one std per slot in turn."""
+    stds = (0.01, 0.3)
+    head = make_head(num_counter_examples=8, local_negatives=4, local_negative_stds=stds)
+    seen = []
+    original = head.energy
+    monkeypatch.setattr(head, "energy", lambda x, cond: seen.append(x) or original(x, cond))
+    cond, actions = bimodal_batch(256, torch.Generator().manual_seed(0))
+    actions = actions.clamp(-0.5, 0.5)  # inside the box, so no perturbation is clamped
+    head.loss(cond, actions).backward()
+    candidates = seen[-1].view(256, 9, HORIZON, ACTION_DIM)
+    torch.testing.assert_close(candidates[:, 0], actions)  # the demonstration comes first
+    offsets = candidates[:, 5:] - actions.unsqueeze(1)
+    for slot in range(4):
+        assert abs(offsets[:, slot].std().item() - stds[slot % 2]) < 0.1 * stds[slot % 2]
+    far = (candidates[:, 1:5] - actions.unsqueeze(1)).abs().mean()
+    assert far > 0.3  # the others stay uniform over the box
+    assert all(p.grad is not None for p in head.parameters())
+
+
 def test_sample_with_energy_reports_the_final_energy() -> None:
     head = make_head(variant="ebt", inference="descent")
     cond = torch.randn(4, COND_DIM)
@@ -129,7 +149,8 @@ def test_chain_log_prob_gradient_reaches_parameters() -> None:
 
 
 @pytest.mark.parametrize("field,value", [("num_counter_examples", 0), ("dfo_shrink", 1.5),
-                                         ("langevin_step_size", 0.0), ("min_std", -1.0)])
+                                         ("langevin_step_size", 0.0), ("min_std", -1.0), ("local_negatives", 33),
+                                         ("local_negative_stds", ()), ("local_negative_stds", (0.1, 0.0))])
 def test_invalid_params_name_the_field(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"head.params.{field}"):
         make_head(**{field: value})

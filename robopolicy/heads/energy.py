@@ -32,6 +32,11 @@ class EnergyParams:
     # (600 updates) 10 steps moved Langevin samples from the box edge (|chunk mean| 1.20) onto the data (1.03;
     # data 1.00) at ~7x the training cost; 5 steps and 400 updates were not enough (1.20)
     negative_langevin_steps: int = 0
+    # > 0: this many of the counter-examples are the demonstration plus Gaussian noise, the std cycling through
+    # `local_negative_stds` (the rest stay uniform). Uniform counter-examples in a 16 x 2 chunk box are separable
+    # by a crude energy (push_puck's IBC InfoNCE fell to ~1e-5 at 0 % success); near ones shape the minimum itself
+    local_negatives: int = 0
+    local_negative_stds: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
     dfo_samples: int = 256
     dfo_iters: int = 3
     dfo_noise: float = 0.33
@@ -49,6 +54,10 @@ class EnergyParams:
         checks = [
             ("num_counter_examples", self.num_counter_examples >= 1, ">= 1"),
             ("negative_langevin_steps", self.negative_langevin_steps >= 0, ">= 0"),
+            ("local_negatives", 0 <= self.local_negatives <= self.num_counter_examples,
+             f"in [0, num_counter_examples = {self.num_counter_examples}]"),
+            ("local_negative_stds", len(self.local_negative_stds) > 0 and min(self.local_negative_stds) > 0,
+             "a non-empty list of stds > 0"),
             ("dfo_samples", self.dfo_samples >= 1, ">= 1"),
             ("dfo_iters", self.dfo_iters >= 1, ">= 1"),
             ("dfo_noise", self.dfo_noise >= 0, ">= 0"),
@@ -92,15 +101,23 @@ class EnergyHead(Head):
 
         Counter-examples start uniform in the action box; with `negative_langevin_steps` > 0 they then follow
         the current model's Langevin dynamics (IBC's MCMC counter-examples), so they land where the model puts
-        its minima and push the energy up wherever those minima are not on the data.
+        its minima and push the energy up wherever those minima are not on the data. The last
+        `local_negatives` of them are the demonstration perturbed at several scales instead, so the energy also
+        has to rise in every direction around the data, which is what gradient-based inference descends.
         """
-        b, n = actions.shape[0], self.params.num_counter_examples
+        p = self.params
+        b, n = actions.shape[0], p.num_counter_examples
         negatives = uniform((b, n, *self.chunk_shape), None, actions)
-        if self.params.negative_langevin_steps > 0:
+        if p.local_negatives > 0:
+            stds = torch.tensor(p.local_negative_stds, dtype=actions.dtype, device=actions.device)
+            stds = stds[torch.arange(p.local_negatives, device=actions.device) % len(stds)].view(1, -1, 1, 1)
+            near = actions.unsqueeze(1) + stds * randn((b, p.local_negatives, *self.chunk_shape), None, actions)
+            negatives[:, n - p.local_negatives:] = near.clamp(-1, 1)
+        if p.negative_langevin_steps > 0:
             cond_rep = cond.detach().repeat_interleave(n, 0)
             flat = negatives.flatten(0, 1)
-            for k in range(self.params.negative_langevin_steps):
-                flat = self._langevin_step(flat, cond_rep, k, self.params.negative_langevin_steps, None)
+            for k in range(p.negative_langevin_steps):
+                flat = self._langevin_step(flat, cond_rep, k, p.negative_langevin_steps, None)
             negatives = flat.view_as(negatives)  # input gradients only: no graph back to the parameters
         candidates = torch.cat([actions.unsqueeze(1), negatives], 1).flatten(0, 1)
         logits = -self.energy(candidates, cond.repeat_interleave(n + 1, 0)).view(b, n + 1)
