@@ -1,8 +1,9 @@
 """Conversion throughput and peak memory for every input format, each converted to a native zarr store.
 
 The same synthetic demonstrations (state 9, action 7, one SIZExSIZE camera) are written in every format:
-zarr, robomimic hdf5 and LeRobot v3.0 (H.264) by robopolicy's writers, RLDS by tensorflow-datasets' own
-builder and Minari by minari itself (both from the test-tools install; skipped when absent). Each conversion
+zarr, robomimic hdf5 and LeRobot v3.0 (H.264) by robopolicy's writers, a diffusion_policy store (zarr v2, Jpeg2k
+camera) as its ReplayBuffer lays it out, RLDS by tensorflow-datasets' own builder and Minari by minari itself
+(both from the test-tools install; skipped when absent). Each conversion
 runs in a fresh process that reports frames/s and its peak resident memory above the post-import baseline.
 Each format is measured at `--scales` multiples of the episode count: a streaming reader's peak memory stays
 flat as the dataset grows. Ratios are against zarr -> zarr in the same run.
@@ -71,6 +72,26 @@ def build_zarr(path: Path, episodes: int, length: int, size: int) -> None:
     rb.close()
 
 
+def build_dp_zarr(base: Path, path: Path) -> None:
+    """`base`'s arrays as diffusion_policy's ReplayBuffer stores them: zarr v2, Jpeg2k camera frames one per chunk,
+    Blosc zstd for the rest. Its reader path (v2 metadata, JPEG 2000 decoding) differs from our own stores'."""
+    import numcodecs
+    import zarr
+    from imagecodecs.numcodecs import Jpeg2k
+
+    from robopolicy.data.replay_buffer import ReplayBuffer
+
+    rb = ReplayBuffer.open(base)
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    blosc = numcodecs.Blosc("zstd", 5, numcodecs.Blosc.NOSHUFFLE)
+    for key in rb.keys:
+        arr = rb.read(key)
+        image = arr.ndim == 4
+        root.create_array(f"data/{key}", data=arr, chunks=(1, *arr.shape[1:]) if image else arr.shape,
+                          compressors=Jpeg2k(level=50) if image else blosc)
+    root.create_array("meta/episode_ends", data=rb.episode_ends.astype(np.int64), chunks=rb.episode_ends.shape)
+
+
 def inputs(tmp: Path, episodes: int, length: int, size: int) -> dict[str, Path | str]:
     """{format label: dataset path, or the reason it was skipped}."""
     from robopolicy.data.convert import convert
@@ -79,6 +100,8 @@ def inputs(tmp: Path, episodes: int, length: int, size: int) -> dict[str, Path |
     base = tmp / "base.zarr"
     build_zarr(base, episodes, length, size)
     out["zarr"] = base
+    build_dp_zarr(base, tmp / "dp.zarr")
+    out["dp zarr (jp2k)"] = tmp / "dp.zarr"
     convert(base, tmp / "robomimic.hdf5", progress=False)
     out["robomimic"] = tmp / "robomimic.hdf5"
     convert(base, tmp / "lerobot", dst_format="lerobot", progress=False)

@@ -4,7 +4,7 @@ Prints a table and writes JSON. Two settings: low-dim only, and 2 cameras of 84x
 "Naive" reads each window's rows straight from the zarr arrays, one sample at a time, in the main process.
 Usage: python scripts/bench_data.py [--episodes 100] [--length 200] [--workers 2] [--batch 256] [--json out.json]
 With --convert it measures conversion instead: frames/s and peak memory of every input format converted to zarr
-(scripts/bench_convert.py; --episodes default 20, --length 100, each at 1x and 2x the episodes).
+(scripts/bench_convert.py; --episodes default 20, --length 100, each at --scales 1 2 times the episodes).
 """
 from __future__ import annotations
 
@@ -76,13 +76,14 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--json", type=Path)
     p.add_argument("--convert", action="store_true", help="conversion throughput per input format instead")
+    p.add_argument("--scales", type=int, nargs="+", default=[1, 2], help="--convert: multiples of --episodes")
     args = p.parse_args()
     if args.convert:
         import bench_convert  # scripts/ is on sys.path when this file runs as a script
 
         episodes = args.episodes if "--episodes" in sys.argv else 20
         length = args.length if "--length" in sys.argv else 100
-        rows, skipped = bench_convert.run(episodes, length, 84, [1, 2])
+        rows, skipped = bench_convert.run(episodes, length, 84, args.scales)
         bench_convert.print_table(rows, skipped, length, 84)
         if args.json:
             write_report(args.json, {"rows": rows, "skipped": skipped})

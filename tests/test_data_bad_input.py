@@ -67,7 +67,42 @@ def test_corrupt_zarr_chunk(tmp_path, capsys):
     _fails(tmp_path, capsys, tmp_path / "s.zarr", "data/action", "could not be read")
 
 
-def test_lerobot_missing_video_and_bad_info(tmp_path, capsys):
+def _lerobot(tmp_path):
+    """A LeRobotDataset v3.0 (robopolicy's writer): two episodes, a state, an H.264 camera."""
+    rb = ReplayBuffer.create(tmp_path / "src.zarr", attrs={"fps": 10.0})
+    for e in range(2):
+        cam = np.full((6, 16, 16, 3), 40 * e + 20, np.uint8)
+        rb.add_episode({"action": np.zeros((6, 2), np.float32), "state": np.ones((6, 3), np.float32), "cam": cam})
+    root = tmp_path / "lr"
+    assert run_cli("convert", str(tmp_path / "src.zarr"), str(root), "--to", "lerobot", "--no-progress") == 0
+    return root
+
+
+@pytest.mark.parametrize("damage", ["truncated video", "missing video", "truncated data", "missing column"])
+def test_lerobot_damaged_files(tmp_path, capsys, damage):
+    import pyarrow.parquet as pq
+
+    root = _lerobot(tmp_path)
+    video = root / "videos/observation.images.cam/chunk-000/file-000.mp4"
+    data = root / "data/chunk-000/file-000.parquet"
+    if damage == "truncated video":
+        video.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+        expected = (str(video), "[observation.images.cam]", "not a decodable video (truncated or corrupt?)")
+    elif damage == "missing video":
+        video.unlink()
+        expected = (str(root), "[videos/observation.images.cam/chunk-000/file-000.mp4]",
+                    "missing; expected the video of observation.images.cam for episode 0")
+    elif damage == "truncated data":
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+        expected = (str(root), "[data/chunk-000/file-000.parquet]", "not a readable parquet file")
+    else:
+        pq.write_table(pq.read_table(data).drop_columns(["observation.state"]), data)
+        expected = ("[data/chunk-000/file-000.parquet:observation.state]", "missing column")
+    capsys.readouterr()
+    _fails(tmp_path, capsys, root, *expected)
+
+
+def test_lerobot_bad_info(tmp_path, capsys):
     root = tmp_path / "lr"
     (root / "meta").mkdir(parents=True)
     (root / "meta" / "info.json").write_text("{not json")
@@ -84,7 +119,7 @@ def test_unknown_format_and_missing_source(tmp_path, capsys):
     _fails(tmp_path, capsys, tmp_path / "nothing.hdf5", "nothing.hdf5", "no such file")
     source = str(_robomimic(tmp_path / "a.hdf5"))
     assert run_cli("convert", source, str(tmp_path / "out" / "x.bin"), "--no-progress") == 2
-    assert "pass --to" in capsys.readouterr().out
+    assert "pass --to" in capsys.readouterr().err
 
 
 def test_existing_destination_needs_overwrite(tmp_path, capsys):
@@ -93,7 +128,7 @@ def test_existing_destination_needs_overwrite(tmp_path, capsys):
     dst.mkdir()
     (dst / "keep.txt").write_text("old")
     assert run_cli("convert", str(src), str(dst), "--no-progress") == 2
-    assert "destination exists; pass --overwrite" in capsys.readouterr().out
+    assert "destination exists; pass --overwrite" in capsys.readouterr().err
     assert (dst / "keep.txt").read_text() == "old"
     assert run_cli("convert", str(src), str(dst), "--no-progress", "--overwrite") == 0
     assert ReplayBuffer.open(dst).n_episodes == 2 and not (dst / "keep.txt").exists()

@@ -5,6 +5,7 @@ import json
 
 import h5py
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from robopolicy.data.convert import convert
@@ -225,9 +226,16 @@ def test_lerobot_export_splits_files_at_size_limits_and_lerobot_loads_it(tmp_pat
     assert len(video_files) > 2
     info = json.loads((root / "meta/info.json").read_text())
     assert info["data_files_size_in_mb"] == 0.003 and info["chunks_size"] == 2
-    # Every file but the last holds at least one episode and stays near the limit, as lerobot's own split does.
+    # lerobot's rule: a data file takes whole episodes while its open size (the file less parquet's footer) plus the
+    # next episode's estimate (the file's bytes per frame times its frames) stays under the limit.
+    limit, ends, start = 0.003 * 2**20, rb.episode_ends.tolist(), 0
     for rel in data_files[:-1]:
-        assert (root / rel).stat().st_size < 3 * 0.003 * 2**20
+        meta = pq.read_metadata(root / rel)
+        written = (root / rel).stat().st_size - meta.serialized_size - 8  # footer: metadata, its length, "PAR1"
+        start += meta.num_rows
+        assert start in ends, (rel, start)  # whole episodes
+        following = ends[ends.index(start) + 1] - start
+        assert written < limit <= written + written / meta.num_rows * following, (rel, written, following)
     # lerobot's own loader walks every data file and every video file.
     run_tool("read_lerobot.py", str(root), str(tmp_path / "got.npz"))
     got = np.load(tmp_path / "got.npz")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -64,11 +66,54 @@ def _copy(rlds, tmp_path):
     return dst
 
 
+def _records(shard) -> list[bytes]:
+    from tfrecord.reader import tfrecord_iterator
+
+    return [bytes(r) for r in tfrecord_iterator(str(shard))]
+
+
+def _write_records(shard, records: list[bytes]) -> None:
+    """TFRecord framing: length, its masked CRC, the record, its masked CRC (as TensorFlow writes it)."""
+    from tfrecord.writer import TFRecordWriter
+
+    with open(shard, "wb") as f:
+        for record in records:
+            length = struct.pack("<Q", len(record))
+            f.write(length + TFRecordWriter.masked_crc(length) + record + TFRecordWriter.masked_crc(record))
+
+
 def test_truncated_shard(tmp_path, rlds, capsys):
     src = _copy(rlds, tmp_path)
     shard = src / "rlds_toy-train.tfrecord-00002-of-00003"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size * 2 // 3])  # cuts into its second record
     convert_fails(tmp_path, capsys, src, str(shard), "record 1", "truncated shard")
+
+
+def test_shard_truncated_at_a_record_boundary(tmp_path, rlds, capsys):
+    """Whole records missing leave a well-formed file: only dataset_info.json's shard length tells."""
+    src = _copy(rlds, tmp_path)
+    shard = src / "rlds_toy-train.tfrecord-00002-of-00003"
+    records = _records(shard)
+    assert len(records) >= 2
+    _write_records(shard, records[:1])
+    convert_fails(tmp_path, capsys, src, str(shard),
+                  f"1 episodes; dataset_info.json says {len(records)} (truncated shard?)")
+
+
+def test_episode_boundary_flags_are_checked(tmp_path, rlds, capsys):
+    """is_first / is_last are implied by the episode boundaries in the output, so a record that disagrees is refused."""
+    from tfrecord import example_pb2
+
+    src = _copy(rlds, tmp_path)
+    shard = src / "rlds_toy-train.tfrecord-00000-of-00003"
+    records = _records(shard)
+    example = example_pb2.Example()
+    example.ParseFromString(records[0])
+    flags = example.features.feature["steps/is_last"].int64_list.value
+    flags[:] = [1] * len(flags)
+    _write_records(shard, [example.SerializeToString(), *records[1:]])
+    convert_fails(tmp_path, capsys, src, str(shard), "[record 0/steps/is_last]",
+                  f"true at steps {list(range(len(flags)))}; expected only the last step")
 
 
 def test_missing_feature_in_the_records(tmp_path, rlds, capsys):
@@ -94,3 +139,26 @@ def test_wrong_key_map(tmp_path, rlds, capsys):
     convert_fails(tmp_path, capsys, src, str(recipe), "[keys]", "unknown field", extra=("--recipe", str(recipe)))
     convert_fails(tmp_path, capsys, RECIPE, "recipe", "applies to rlds only", extra=("--recipe", str(RECIPE),
                                                                                       "--format", "zarr"))
+
+
+def test_memory_stays_flat_as_the_dataset_grows(tmp_path):
+    """Streaming: episodes are read, checked and written one at a time, so twice the episodes (in as many shards)
+    leave the peak of Python-tracked memory (numpy arrays included) within one episode of what half of them need."""
+    python = require_tfds()
+    for n in (6, 12):
+        run_tool("make_rlds.py", str(tmp_path / f"rlds{n}"), str(n), "40", "64", python=python)
+    convert(tmp_path / "rlds6" / "rlds_toy", tmp_path / "warm.zarr", progress=False)  # lazy imports, caches
+
+    def peak(n: int) -> int:
+        tracemalloc.start()
+        try:
+            convert(tmp_path / f"rlds{n}" / "rlds_toy", tmp_path / f"r{n}.zarr", progress=False)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, big = peak(6), peak(12)
+    rb = ReplayBuffer.open(tmp_path / "r12.zarr")
+    episode = sum(rb.read(k).nbytes for k in rb.keys) // rb.n_episodes  # ~0.94 MB: 40 steps of two 64x64 cameras
+    assert rb.n_episodes == 12 and rb.n_steps == 480
+    assert big - small < episode, (small, big, episode)

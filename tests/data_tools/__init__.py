@@ -1,7 +1,6 @@
 """Helpers for the data tests: where the third-party tools live, and running them or the CLI."""
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 from pathlib import Path
@@ -51,19 +50,11 @@ def run_tool(script: str, *args: str, python: Path | None = None) -> None:
 
 
 def run_cli(*argv: str) -> int:
-    """Run the data sub-commands as the main CLI does: DataError, ConfigError -> exit code 2."""
-    from robopolicy.data.cli import register
-    from robopolicy.errors import DataError
-    from robopolicy.specs import ConfigError
+    """Run `robopolicy ARGV` through the real entry point, in-process: its exit code (2 for bad input, with the
+    message on stderr) is what a user gets."""
+    from robopolicy.cli import main
 
-    parser = argparse.ArgumentParser(prog="robopolicy")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    try:
-        return args.func(args)
-    except (DataError, ConfigError) as exc:
-        print(f"error: {exc}")
-        return 2
+    return main(list(argv))
 
 
 def convert_fails(tmp_path: Path, capsys: pytest.CaptureFixture, src: Path, *expected: str, extra: tuple = (),
@@ -73,7 +64,7 @@ def convert_fails(tmp_path: Path, capsys: pytest.CaptureFixture, src: Path, *exp
     out_dir = tmp_path / "out"
     out_dir.mkdir(exist_ok=True)
     assert run_cli(*command, str(src), str(out_dir / "dst.zarr"), "--no-progress", *extra) == 2
-    message = capsys.readouterr().out
+    message = capsys.readouterr().err
     for text in expected:
         assert text in message, message
     assert list(out_dir.iterdir()) == []  # no partial output, no temp files
