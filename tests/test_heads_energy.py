@@ -90,6 +90,37 @@ def test_local_counter_examples_are_the_demonstration_perturbed_at_each_scale(mo
     assert all(p.grad is not None for p in head.parameters())
 
 
+def test_gradient_penalty_bounds_the_slope_between_data_and_counter_examples() -> None:
+    """The penalty is zero within the margin, positive beyond it, and training with it flattens the energy on
+    the segments from the demonstrations to the counter-examples (where plain InfoNCE makes it steep)."""
+    cond, actions = bimodal_batch(16, torch.Generator().manual_seed(0))
+    losses = {}
+    for name, params in {"plain": {}, "wide": dict(gradient_penalty=1.0, gradient_margin=1e9),
+                         "tight": dict(gradient_penalty=1.0, gradient_margin=0.0)}.items():
+        head = make_head(num_counter_examples=8, **params)
+        torch.manual_seed(5)
+        losses[name] = head.loss(cond, actions)
+    torch.testing.assert_close(losses["wide"], losses["plain"])  # within the margin: InfoNCE alone
+    assert losses["tight"] > losses["plain"]
+
+    def slope_after_training(**params) -> float:
+        head = make_head(num_counter_examples=8, **params)
+        opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(60):
+            opt.zero_grad()
+            head.loss(*bimodal_batch(32, gen)).backward()
+            opt.step()
+        between = 0.5 * (actions + torch.empty_like(actions).uniform_(-1, 1))
+        return float(head.energy_grad(between, cond, create_graph=False).flatten(1).norm(dim=1).mean())
+
+    torch.manual_seed(2)
+    plain = slope_after_training()
+    torch.manual_seed(2)
+    penalized = slope_after_training(gradient_penalty=10.0, gradient_margin=1.0)
+    assert penalized < 0.5 * plain and penalized < 2.0
+
+
 def test_sample_with_energy_reports_the_final_energy() -> None:
     head = make_head(variant="ebt", inference="descent")
     cond = torch.randn(4, COND_DIM)
@@ -150,7 +181,8 @@ def test_chain_log_prob_gradient_reaches_parameters() -> None:
 
 @pytest.mark.parametrize("field,value", [("num_counter_examples", 0), ("dfo_shrink", 1.5),
                                          ("langevin_step_size", 0.0), ("min_std", -1.0), ("local_negatives", 33),
-                                         ("local_negative_stds", ()), ("local_negative_stds", (0.1, 0.0))])
+                                         ("local_negative_stds", ()), ("local_negative_stds", (0.1, 0.0)),
+                                         ("gradient_penalty", -1.0), ("gradient_margin", -0.5)])
 def test_invalid_params_name_the_field(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"head.params.{field}"):
         make_head(**{field: value})
