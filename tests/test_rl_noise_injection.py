@@ -84,6 +84,33 @@ def test_the_zero_noise_chain_is_the_heads_own_sampler(name: str, steps: int) ->
     torch.testing.assert_close(x, h.sample_from_noise(cond, noise, steps), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("name", "steps"), [("flow", 2), ("consistency", 1), ("consistency", 3)])
+def test_stochastic_deployment_is_the_chain_ppo_trained(name: str, steps: int) -> None:
+    """With deterministic = false, sample_from_noise draws exactly the chain `sample_chain` draws from the same
+    random stream (the policy whose log-probabilities PPO optimized), not the wrapped sampler."""
+    h = noisy_head(name, steps, deterministic=False)
+    cond = torch.randn(4, 3)
+    chain = h.sample_chain(cond, generator=torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(7)  # the same draws, in sample_chain's order: x_0, then one per step
+    noise = torch.stack([torch.randn(4, 4, 2, generator=gen) for _ in range(steps + 1)], 1)
+    assert h.noise_shape(4, steps) == noise.shape
+    torch.testing.assert_close(h.sample_from_noise(cond, noise, steps), chain.actions, rtol=1e-5, atol=1e-5)
+
+
+def test_reinflow_sets_how_the_checkpoint_deploys(tmp_path) -> None:
+    algo = reinflow(policy("consistency", inference_steps=2), deterministic_eval=False)
+    assert algo.policy.head.params.deterministic is False
+    algo.policy.save(tmp_path / "ckpt")
+    loaded = Policy.load(tmp_path / "ckpt")
+    assert loaded.head.params.deterministic is False
+    obs = {"state": torch.randn(3, 1, 3)}
+    torch.manual_seed(1)
+    a = loaded.predict_action(obs)
+    torch.manual_seed(1)
+    torch.testing.assert_close(loaded.predict_action(obs), a)  # reproducible from the seed
+    assert reinflow(loaded, deterministic_eval=True).policy.head.params.deterministic is True  # on resume too
+
+
 @pytest.mark.parametrize("name", ["flow", "consistency"])
 def test_ratio_is_one_before_an_update_and_the_noise_is_trained(name: str) -> None:
     pol = policy(name, inference_steps=2)

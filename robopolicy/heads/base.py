@@ -135,6 +135,11 @@ class Head(nn.Module, ABC):
         """Shape (B, slots, T, D) of the standard-normal noise one `sample` call consumes."""
         return (batch, 1, *self.chunk_shape)
 
+    def latent_from_noise(self, noise: torch.Tensor) -> torch.Tensor:
+        """The chain's x_0 (`initial_latent`) from standard-normal noise (B, T, D): the identity unless the
+        head starts at another scale, so a stochastic chain can be deployed as a pure function of its noise."""
+        return noise
+
     def sample_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
         """Deterministic sampling given all its noise; `Policy.compile` compiles this whole loop into one graph."""
         raise NotImplementedError(f"the {self.name} head draws its noise while sampling; use sample()")

@@ -225,7 +225,10 @@ class ConsistencyHead(Head):
     # ---- RL hooks ---------------------------------------------------------------------------------------------
 
     def initial_latent(self, batch: int, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return self.params.sigma_max * randn((batch, *self.chunk_shape), generator, cond)
+        return self.latent_from_noise(randn((batch, *self.chunk_shape), generator, cond))
+
+    def latent_from_noise(self, noise: torch.Tensor) -> torch.Tensor:
+        return self.params.sigma_max * noise
 
     def transition(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor | int,
                    steps: int) -> tuple[torch.Tensor, torch.Tensor]:

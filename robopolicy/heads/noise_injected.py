@@ -12,7 +12,9 @@ log-probability is exact and the shared `Head.sample_chain` / `Head.chain_log_pr
 is a registered head holding the wrapped head (`base`, trained as a whole) and the noise network, so a
 fine-tuned checkpoint is an ordinary policy checkpoint that keeps the noise network for resume; deployment
 (`sample_from_noise`: `predict_action`, `compile`, AOT) runs the wrapped head's own sampler with no injected
-noise, the chain's mean path.
+noise, the chain's mean path, or with `deterministic = false` the noise-injected chain itself, the policy PPO
+optimized (on push_puck the chain succeeded in 90-98 % of its training rollouts while its mean path stayed at
+82-86 % held-out).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class NoiseInjectedParams:
     std_ceiling: float = 0.15
     std_init: float = 0.08
     noise_hidden: int = 64
+    deterministic: bool = True  # deployment runs the wrapped sampler (True) or the noise-injected chain
 
     def __post_init__(self) -> None:
         check_params(self, [
@@ -100,19 +103,31 @@ class NoiseInjectedHead(WrapperHead):
         """The wrapped head's BC loss (for BC regularization or further BC training)."""
         return self.base.loss(cond, actions)
 
-    # ---- deployment: the wrapped head's own sampler --------------------------------------------------------
+    # ---- deployment: the wrapped head's own sampler, or the chain ------------------------------------------
 
     def resolve_steps(self, steps: int | None) -> int:
+        if not self.params.deterministic and steps not in (None, self.params.steps):
+            raise ValueError(f"the noise-injected chain runs its {self.params.steps} steps, got steps={steps}")
         return steps or self.params.steps
 
     def prepare_sampling(self, steps: int) -> None:
         self.base.prepare_sampling(steps)
 
     def noise_shape(self, batch: int, steps: int) -> tuple[int, ...]:
-        return self.base.noise_shape(batch, steps)
+        if self.params.deterministic:
+            return self.base.noise_shape(batch, steps)
+        return (batch, steps + 1, *self.chunk_shape)
 
     def sample_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
-        return self.base.sample_from_noise(cond, noise, steps)
+        """The wrapped sampler, or the chain as `sample_chain` draws it (x_0 from noise slot 0, step k's
+        Gaussian from slot k + 1)."""
+        if self.params.deterministic:
+            return self.base.sample_from_noise(cond, noise, steps)
+        x = self.base.latent_from_noise(noise[:, 0])
+        for k in range(steps):
+            mean, std = self.transition(cond, x, k, steps)
+            x = mean + std * noise[:, k + 1]
+        return x
 
     # ---- the chain (its initial latent is the wrapped head's) ---------------------------------------------
 

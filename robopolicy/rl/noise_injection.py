@@ -8,7 +8,7 @@ element-wise Gaussian log-densities are taken over the executed part of the chun
 the environment) and, with `log_prob_reduce = "mean"` (default), averaged rather than summed, as DPPO does: a
 sum over a 16 x 2 chunk with stds near 0.08 moved the ratio to 30+ within one epoch on push_puck, the mean keeps
 it near 1 at the same learning rate. The whole head and the noise network are trained; the deployed sampler is
-the head's own, without injected noise.
+the head's own, without injected noise, or with `deterministic_eval = false` the noise-injected chain.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class ReinFlowParams:
     max_log_ratio: float = 5.0  # |log pi_new - log pi_old| clamp before exp
     log_prob_reduce: Literal["mean", "sum"] = "mean"  # over a step's executed chunk elements
     clip: float = 0.05  # PPO clip range (replaces the update config's)
+    deterministic_eval: bool = True  # deploy the wrapped sampler (True) or the noise-injected chain PPO trained
 
     def __post_init__(self) -> None:
         check_params(self, [("steps", self.steps >= 0, ">= 0"), ("max_log_ratio", self.max_log_ratio > 0, "> 0"),
@@ -71,6 +72,8 @@ class ReinFlow(Algorithm):
                 raise ConfigError(f"checkpoint: its weights do not fit the noise-injected policy (missing "
                                   f"{missing[:3]}, unexpected {unexpected[:3]})")
             policy = wrapped
+        policy.head.params.deterministic = self.params.deterministic_eval  # on resume too: how to deploy
+        policy.config.head.params["deterministic"] = self.params.deterministic_eval
         policy.requires_grad_(False)
         policy.head.requires_grad_(True)
         return policy
