@@ -13,8 +13,8 @@ is a registered head holding the wrapped head (`base`, trained as a whole) and t
 fine-tuned checkpoint is an ordinary policy checkpoint that keeps the noise network for resume; deployment
 (`sample_from_noise`: `predict_action`, `compile`, AOT) runs the wrapped head's own sampler with no injected
 noise, the chain's mean path, or with `deterministic = false` the noise-injected chain itself, the policy PPO
-optimized (on push_puck the chain succeeded in 90-98 % of its training rollouts while its mean path stayed at
-82-86 % held-out).
+optimized (measured on push_puck after 400 ReinFlow iterations: 88 % sampled vs 86 % mean path on 50 held-out
+seeds, no real difference; DPPO's Hopper chain deployed sampled scored 1485 against 837 for its mean path).
 """
 
 from __future__ import annotations
