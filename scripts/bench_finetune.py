@@ -53,12 +53,12 @@ ROWS = [
 ]
 
 # weak BC policies: 100 proficient demos, 6000 steps (diffusion: 38 % on the 50 held-out seeds, 44 % over 150
-# episodes in an earlier run, 52 % at 8000), the flow head 3000 (24 %; 60 % at 6000, too strong a start), the
+# episodes in an earlier run, 52 % at 8000), the flow head 4000 (34 %; 24 % at 3000, 60 % at 6000), the
 # consistency head 4000 (38 %; 24 % at 2000, 54 % at 6000), the
 # residual FiLM MLP (the plain one stays near 0 % however long it trains, docs/finetuning.md); 16-step chunks of
 # which 4 run (50 % at 4, 34 % at 8 for the 8000-step diffusion policy)
 BC_DEMOS, BC_STEPS = 100, 6000
-BC_HEAD_STEPS = {"flow": 3000, "consistency": 4000}
+BC_HEAD_STEPS = {"flow": 4000, "consistency": 4000}
 BC_HEADS: dict[str, dict[str, Any]] = {
     "diffusion": {"name": "diffusion", "params": {"inference_steps": 5, "sampler": "ddim"}},
     "flow": {"name": "flow", "params": {"inference_steps": 4}},
