@@ -69,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming after the last finished stage")
     p.add_argument("--toy", action="store_true", help="the toy comparison of every head on a bimodal task instead")
     p.add_argument("--heads", default=None,
-                   help="--toy only: comma-separated subset of diffusion,flow,consistency,energy,regression")
+                   help="--toy only: comma-separated subset of diffusion,flow,consistency,energy,energy_diffusion,"
+                        "regression")
     p.add_argument("--steps", type=int, default=None,
                    help="--toy only: training steps per head at batch 256 (default: per head, see train/toy.py)")
     p.add_argument("--samples", type=int, default=1000, help="--toy only: sampled chunks per head for mode coverage")

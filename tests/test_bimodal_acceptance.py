@@ -32,7 +32,7 @@ def coverage(policy: Policy) -> dict[str, float]:
     return mode_coverage(policy.predict_action(obs, generator=g))
 
 
-@pytest.mark.parametrize("head", ["diffusion", "flow", "consistency", "energy"])
+@pytest.mark.parametrize("head", ["diffusion", "flow", "consistency", "energy", "energy_diffusion"])
 def test_generative_heads_cover_both_modes(head: str, tmp_path: Path) -> None:
     steps, params = TOY_RECIPES[head]
     cov = coverage(fit(head, steps, params, tmp_path))

@@ -81,6 +81,18 @@ def test_zero_noise_evaluation_is_deterministic_and_saved() -> None:
     assert not torch.allclose(a, algo.act(algo.policy.encode(obs)).actions)  # rollouts still explore
 
 
+def test_rollout_steps_are_the_deployed_steps() -> None:
+    """`steps` sets the rollouts' integration steps and the saved policy's, so the policy fine-tuned is the one
+    deployed; without it the pretrained head's steps stay."""
+    pol = policy("flow", inference_steps=3)
+    fpo(pol, steps=6, eval_zero_noise=False)
+    assert pol.head.params.inference_steps == 6 and pol.config.head.params["inference_steps"] == 6
+    assert "initial_noise_scale" not in pol.config.head.params
+    kept = policy("flow", inference_steps=3)
+    fpo(kept)
+    assert kept.head.params.inference_steps == 3 and kept.config.head.params["inference_steps"] == 3
+
+
 def test_wrong_head_is_a_clear_config_error() -> None:
     with pytest.raises(ConfigError, match="fpo fine-tunes the flow or energy head"):
         fpo(policy("diffusion"))

@@ -58,11 +58,16 @@ class DiffusionHead(Head):
         self.register_buffer("alphas_cumprod", self.train_scheduler.alphas_cumprod.clone().float(), persistent=False)
         self._schedules: dict[int, tuple[list[int], list[float]]] = {}
 
+    def denoiser_output(self, x: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
+        """The prediction (noise or clean sample, per `prediction_type`) at timestep t: the network's output here;
+        the diffusion-trained energy head (`robopolicy.heads.energy_diffusion`) derives it from its energy."""
+        return self.net(x, t, cond)
+
     def loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         noise = torch.randn_like(actions)
         t = torch.randint(0, self.params.num_train_timesteps, (actions.shape[0],), device=actions.device)
         noisy = self.train_scheduler.add_noise(actions, noise, t)
-        pred = self.net(noisy, t, cond)
+        pred = self.denoiser_output(noisy, t, cond)
         target = noise if self.params.prediction_type == "epsilon" else actions
         return F.mse_loss(pred, target)
 
@@ -84,7 +89,7 @@ class DiffusionHead(Head):
         ts, acp = self._schedule(steps)
         x = noise[:, 0]
         for k in range(steps):
-            x, std = self._reverse_step(x, self.net(x, float(ts[k]), cond), acp[k], acp[k + 1],
+            x, std = self._reverse_step(x, self.denoiser_output(x, float(ts[k]), cond), acp[k], acp[k + 1],
                                         self.params.sampler, self.params.eta)
             if k + 1 < steps and std > 0:
                 x = torch.add(x, noise[:, k + 1], alpha=float(std))
@@ -142,7 +147,7 @@ class DiffusionHead(Head):
         t = torch.tensor(ts, device=x.device)[k]
         acp_table = torch.tensor(acp, device=x.device, dtype=x.dtype)
         a_t, a_prev = acp_table[k].view(-1, 1, 1), acp_table[k + 1].view(-1, 1, 1)
-        return self._reverse_step(x, self.net(x, t, cond), a_t, a_prev, sampler, eta)
+        return self._reverse_step(x, self.denoiser_output(x, t, cond), a_t, a_prev, sampler, eta)
 
     def predict_clean(self, x_sigma: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Clean-action estimate for x = a + sigma * z (EDM convention), used as a distillation teacher.
@@ -153,7 +158,7 @@ class DiffusionHead(Head):
         t = (acp[None, :] - 1.0 / (1.0 + sigma.reshape(-1, 1) ** 2)).abs().argmin(-1)
         a_t = acp[t].view(-1, 1, 1)
         x = x_sigma * a_t.sqrt()
-        out = self.net(x, t, cond)
+        out = self.denoiser_output(x, t, cond)
         x0 = (x - (1 - a_t).sqrt() * out) / a_t.sqrt() if self.params.prediction_type == "epsilon" else out
         return x0.clamp(-1.0, 1.0) if self.params.clip_sample else x0
 

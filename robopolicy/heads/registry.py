@@ -14,12 +14,14 @@ from robopolicy.heads.base import Head
 from robopolicy.heads.consistency import ConsistencyHead
 from robopolicy.heads.diffusion import DiffusionHead
 from robopolicy.heads.energy import EnergyHead
+from robopolicy.heads.energy_diffusion import EnergyDiffusionHead
 from robopolicy.heads.flow import FlowHead
 from robopolicy.heads.regression import RegressionHead
 from robopolicy.specs import BackboneConfig, ConfigError
 
 PRETRAINED_HEADS: dict[str, type[Head]] = {
-    head.name: head for head in (DiffusionHead, FlowHead, ConsistencyHead, EnergyHead, RegressionHead)
+    head.name: head
+    for head in (DiffusionHead, FlowHead, ConsistencyHead, EnergyHead, EnergyDiffusionHead, RegressionHead)
 }
 
 

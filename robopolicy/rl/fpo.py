@@ -10,8 +10,9 @@ the rollout parameters; the update recomputes the same pairs' losses under the c
 
 Guards: the loss difference is clamped to +-`max_log_ratio` before the exponential; the stored pairs are
 reused exactly, so the ratio is 1 before the first update. Rollouts may use any integrator and step count
-(`steps`; the ratio never looks at the sampler, only at the action), and the deployed policy integrates from
-zero noise (`eval_zero_noise`, FPO++'s deterministic evaluation; the head's `initial_noise_scale` = 0).
+(`steps`, which the deployed policy then integrates with too; the ratio never looks at the sampler, only at the
+action), and the deployed policy integrates from zero noise (`eval_zero_noise`, FPO++'s deterministic
+evaluation; the head's `initial_noise_scale` = 0).
 The CFM losses average over the executed part of a chunk only: the rest never reached the environment, so
 its advantage says nothing about it. The energy head runs the same algorithm on its own training loss
 (`robopolicy.rl.energy_surrogate`).
@@ -39,7 +40,9 @@ class FPOParams:
     n_samples: int = 8  # (noise, t) pairs per decision
     ratio: Literal["per_sample", "mean"] = "per_sample"
     max_log_ratio: float = 5.0  # |L_old - L_new| clamp before exp
-    steps: int = 0  # rollout integration steps; 0: the head's inference_steps
+    # integration steps of rollouts and of the deployed policy (0: the head's inference_steps). push_puck: the
+    # 4-step BC flow fine-tuned with 4 scored 76 % on 200 test seeds, the same weights integrated with 8 or 16: 81.5 %
+    steps: int = 0
     eval_zero_noise: bool = True  # deployed flow policy integrates from x_0 = 0
     executed_only: bool = True  # CFM losses over the executed n_action_steps only (False: the whole chunk)
     t_max: float = 0.999  # pairs draw t ~ U[0, t_max]: the target at t = 1 is trivial
@@ -101,16 +104,18 @@ class FPO(Algorithm):
         executed = self.context.n_action_steps if self.params.executed_only else head.chunk_shape[0]
         if isinstance(head, FlowHead):
             self.surrogate: CFMSurrogate = CFMSurrogate(head, self.params, executed)
-            if self.params.eval_zero_noise:
-                head.params.initial_noise_scale = 0.0
-                policy.config.head.params["initial_noise_scale"] = 0.0
+            deployed = {"initial_noise_scale": 0.0} if self.params.eval_zero_noise else {}
+            deployed |= {"inference_steps": self.params.steps} if self.params.steps else {}
+            for key, value in deployed.items():
+                setattr(head.params, key, value)
+                policy.config.head.params[key] = value
         elif head.name == "energy":
             from robopolicy.rl.energy_surrogate import EnergySurrogate
 
             self.surrogate = EnergySurrogate(head, self.params, executed)  # type: ignore[assignment,arg-type]
         else:
             raise ConfigError(f"algo: fpo fine-tunes the flow or energy head; the checkpoint's head is "
-                              f"{head.name!r} (use dppo for diffusion, reinflow for consistency)")
+                              f"{head.name!r} (use dppo for diffusion and energy_diffusion, reinflow for consistency)")
         policy.encoder.requires_grad_(False)
         return policy
 

@@ -21,7 +21,8 @@ class AlgorithmEntry:
 
 ALGORITHMS: dict[str, AlgorithmEntry] = {
     "dppo": AlgorithmEntry("robopolicy.rl.dppo:DPPO",
-                           "DPPO: PPO over the last K' denoising steps of a diffusion (or any chain) head"),
+                           "DPPO: PPO over the last K' denoising steps of a diffusion or energy_diffusion (or any "
+                           "chain) head"),
     "ppo": AlgorithmEntry("robopolicy.rl.gaussian:GaussianPPO",
                           "Gaussian PPO on action chunks (regression head + learned std); the baseline"),
     "fpo": AlgorithmEntry("robopolicy.rl.fpo:FPO",

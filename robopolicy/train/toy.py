@@ -68,6 +68,7 @@ TOY_RECIPES: dict[str, tuple[int, dict[str, Any]]] = {
     "flow": (1500, {}),
     "consistency": (1000, {}),
     "energy": (200, {"num_counter_examples": 16}),
+    "energy_diffusion": (1500, {"sampler": "ddpm", "inference_steps": 100}),
     "regression": (300, {}),
 }
 
