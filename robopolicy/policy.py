@@ -225,7 +225,7 @@ class Policy(nn.Module):
         """
         self.eval()
         self._compiled_act = self._compiled_predict = self._snapshot = None
-        differentiates = not self.head.samples_from_noise  # the energy head takes input gradients while sampling
+        differentiates = self.head.samples_with_autograd  # energy heads take input gradients while sampling
         if ahead_of_time and not differentiates:
             self._snapshot = PolicySnapshot(self, cache_dir)
             return self

@@ -134,8 +134,10 @@ def test_a_failed_compilation_names_the_package_and_leaves_no_file(tmp_path: Pat
     assert not list(tmp_path.iterdir())
 
 
-def test_energy_head_falls_back_to_torch_compile_and_says_so(tmp_path: Path) -> None:
-    policy = policy_with_head("energy", {"variant": "ebt", "inference": "descent", "descent_steps": 2})
+@pytest.mark.parametrize(("head", "params"), [("energy", {"variant": "ebt", "inference": "descent"}),
+                                              ("energy_diffusion", {"num_train_timesteps": 20, "inference_steps": 2})])
+def test_energy_heads_fall_back_to_torch_compile_and_say_so(tmp_path: Path, head: str, params: dict) -> None:
+    policy = policy_with_head(head, params)
     with pytest.warns(UserWarning, match="torch.export cannot capture"):
         policy.compile(ahead_of_time=True, cache_dir=tmp_path)
     assert policy._snapshot is None and policy._compiled_predict is not None

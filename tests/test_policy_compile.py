@@ -112,12 +112,16 @@ def test_compiled_regression_matches_eager() -> None:
     torch.testing.assert_close(compiled.compile().predict_action(obs), eager.predict_action(obs))
 
 
-@pytest.mark.parametrize("params", [{"variant": "ebt", "inference": "descent", "descent_steps": 3},
-                                    {"variant": "ibc", "inference": "langevin", "langevin_steps": 4}])
-def test_compiled_energy_head_traces_its_input_gradients(params: dict) -> None:
-    """Gradient descent / Langevin on the energy, noise included, in one graph: same actions as eager."""
-    eager = policy_with_head("energy", params).eval()
-    compiled = policy_with_head("energy", params).compile()
+ENERGY_SAMPLERS = [("energy", {"variant": "ebt", "inference": "descent", "descent_steps": 3}),
+                   ("energy", {"variant": "ibc", "inference": "langevin", "langevin_steps": 4}),
+                   ("energy_diffusion", {"num_train_timesteps": 20, "inference_steps": 3, "sampler": "ddpm"})]
+
+
+@pytest.mark.parametrize(("head", "params"), ENERGY_SAMPLERS)
+def test_compiled_energy_head_traces_its_input_gradients(head: str, params: dict) -> None:
+    """Gradient descent / Langevin / denoising on the energy, noise included, in one graph: same actions as eager."""
+    eager = policy_with_head(head, params).eval()
+    compiled = policy_with_head(head, params).compile()
     obs = obs_batch(3, rgb=False)
     actions = {}
     for name, policy in (("eager", eager), ("compiled", compiled)):

@@ -145,6 +145,11 @@ class Head(nn.Module, ABC):
         raise NotImplementedError(f"the {self.name} head draws its noise while sampling; use sample()")
 
     @property
+    def samples_with_autograd(self) -> bool:
+        """Whether sampling takes input gradients (energy heads), which torch.export cannot capture."""
+        return False
+
+    @property
     def samples_from_noise(self) -> bool:
         """False for heads that override `sample` instead (they draw noise as they go)."""
         return type(self).sample_from_noise is not Head.sample_from_noise

@@ -95,6 +95,10 @@ class EnergyHead(Head):
         super().__init__(*args, **kwargs)
         self.readout = nn.Linear(self.horizon * self.action_dim, 1)
 
+    @property
+    def samples_with_autograd(self) -> bool:
+        return True
+
     def energy(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """E_theta(x, cond) per sample: (B, T, D), (B, C) -> (B,). Lower is more likely."""
         return self.readout(self.net(x, 0.0, cond).flatten(1)).squeeze(-1)

@@ -44,6 +44,10 @@ class EnergyDiffusionHead(DiffusionHead):
     Params = EnergyDiffusionParams
     params: EnergyDiffusionParams
 
+    @property
+    def samples_with_autograd(self) -> bool:
+        return True
+
     def _alpha_bar(self, t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
         """abar_t as (B, 1, 1) for timesteps t (a float or a (B,) tensor)."""
         index = torch.as_tensor(t, device=x.device).long().expand(x.shape[0])

@@ -42,5 +42,9 @@ class WrapperHead(Head):
     def default_chain_steps(self) -> int:
         return int(self.params.steps)
 
+    @property
+    def samples_with_autograd(self) -> bool:
+        return self.base.samples_with_autograd
+
     def initial_latent(self, batch: int, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return self.base.initial_latent(batch, cond, generator)
