@@ -50,11 +50,13 @@ ROWS = [
     Row("reinflow_flow", "reinflow", "flow"),
     Row("reinflow_consistency", "reinflow", "consistency"),
     Row("fpo_energy", "fpo", "energy"),
+    # the diffusion-trained energy through its denoising chain; K' = 3 of 5: each step costs a double backward
+    Row("dppo_energy_diffusion", "dppo", "energy_diffusion", ["params.finetune_steps=3"]),
 ]
 
 # weak BC policies: 100 proficient demos, 6000 steps (diffusion: 38 % on the 50 held-out seeds, 44 % over 150
 # episodes in an earlier run, 52 % at 8000), the flow head 4000 (34 %; 24 % at 3000, 60 % at 6000), the
-# consistency head 4000 (38 %; 24 % at 2000, 54 % at 6000), the
+# consistency head 4000 (38 %; 24 % at 2000, 54 % at 6000), the diffusion-trained energy head 6000 (34 %), the
 # residual FiLM MLP (the plain one stays near 0 % however long it trains, docs/finetuning.md); 16-step chunks of
 # which 4 run (50 % at 4, 34 % at 8 for the 8000-step diffusion policy)
 BC_DEMOS, BC_STEPS = 100, 6000
@@ -64,6 +66,7 @@ BC_HEADS: dict[str, dict[str, Any]] = {
     "flow": {"name": "flow", "params": {"inference_steps": 4}},
     "consistency": {"name": "consistency", "params": {"inference_steps": 2, "ct_total_steps": BC_STEPS}},
     "energy": {"name": "energy", "params": {"langevin_steps": 30}},
+    "energy_diffusion": {"name": "energy_diffusion", "params": {"inference_steps": 5, "sampler": "ddim"}},
 }
 
 

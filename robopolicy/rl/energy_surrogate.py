@@ -17,6 +17,11 @@ left out of the normalizer (InfoNCE keeps it): with it, the estimate saturates a
 far below the counter-examples' and the policy gradient vanishes. Rollouts use the head's own sampler, the one
 deployed, and each decision costs 1 + M energy evaluations, first-order only. Guards are FPO's: the difference
 is clamped before exp, and the ratio is exactly 1 before the first update (same stored counter-examples).
+
+The diffusion-trained energy head (`robopolicy.heads.energy_diffusion`) takes the chain route instead, with
+`--algo dppo`: its sampler is a short annealed chain (5 DDIM steps, not 50 Langevin ones), so the second-order
+gradients cover 3-5 steps, and DPPO deploys the chain's deterministic means, the sampler the head deploys
+anyway; both objections above fall away, and the log-probabilities are exact rather than estimated.
 """
 
 from __future__ import annotations
