@@ -81,23 +81,6 @@ def test_zero_noise_evaluation_is_deterministic_and_saved() -> None:
     assert not torch.allclose(a, algo.act(algo.policy.encode(obs)).actions)  # rollouts still explore
 
 
-def test_epsilon_weighting_is_the_noise_prediction_error() -> None:
-    """loss_weighting = "epsilon": each pair's loss is 3 |eps_hat - eps|^2 with eps_hat = x_t - t v_hat, i.e.
-    3 t^2 x its velocity error; the ratio is still 1 before an update."""
-    algo = fpo(policy("flow", inference_steps=2), loss_weighting="epsilon", n_samples=4)
-    cond = torch.randn(5, algo.policy.head.cond_dim)
-    store = algo.act(cond).store
-    head, t = algo.policy.head, store["t"]
-    a, noise = store["action"].unsqueeze(1), store["noise"]
-    x_t = t[..., None, None] * a + (1 - t[..., None, None]) * noise
-    with torch.no_grad():
-        v_hat = head.velocity(x_t.flatten(0, 1), t.flatten(), cond.repeat_interleave(4, 0)).view_as(noise)
-    eps_hat = x_t - t[..., None, None] * v_hat
-    expected = 3 * (eps_hat - noise)[:, :, :2].pow(2).flatten(2).mean(-1)
-    torch.testing.assert_close(store["loss_old"], expected, rtol=1e-4, atol=1e-6)
-    assert algo.log_ratio(units(algo, cond, store, torch.zeros(5))).abs().max() == 0
-
-
 def test_rollout_steps_are_the_deployed_steps() -> None:
     """`steps` sets the rollouts' integration steps and the saved policy's, so the policy fine-tuned is the one
     deployed; without it the pretrained head's steps stay."""

@@ -46,11 +46,6 @@ class FPOParams:
     eval_zero_noise: bool = True  # deployed flow policy integrates from x_0 = 0
     executed_only: bool = True  # CFM losses over the executed n_action_steps only (False: the whole chunk)
     t_max: float = 0.999  # pairs draw t ~ U[0, t_max]: the target at t = 1 is trivial
-    # "velocity": each pair's loss is the CFM velocity error (FPO's). "epsilon": the implied noise prediction's
-    # error, 3 t^2 x the velocity error (DDPM's L_simple; 3 makes the weights average 1 over t). The likelihood
-    # bound weighs velocity errors by t / (1 - t): nothing at the pure-noise end, where the error measures only
-    # which mode the action is nearest, and most near the data, where precision is decided
-    loss_weighting: Literal["velocity", "epsilon"] = "velocity"
     n_negatives: int = 64  # energy head only: stored counter-examples of its likelihood estimate
     # CHECKPOINT = "scratch" (FPO's own setting, against Gaussian PPO from scratch): a fresh flow head on an MLP
     hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
@@ -60,8 +55,7 @@ class FPOParams:
         checks = [("n_samples", self.n_samples >= 1, ">= 1"), ("max_log_ratio", self.max_log_ratio > 0, "> 0"),
                   ("steps", self.steps >= 0, ">= 0"), ("t_max", 0 < self.t_max <= 1, "in (0, 1]"),
                   ("n_negatives", self.n_negatives >= 1, ">= 1"),
-                  ("ratio", self.ratio in ("per_sample", "mean"), "'per_sample' or 'mean'"),
-                  ("loss_weighting", self.loss_weighting in ("velocity", "epsilon"), "'velocity' or 'epsilon'")]
+                  ("ratio", self.ratio in ("per_sample", "mean"), "'per_sample' or 'mean'")]
         for name, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"algo.params.{name}: expected {expected}, got {getattr(self, name)!r}")
@@ -91,8 +85,7 @@ class CFMSurrogate:
         if sample is not None:
             rows = torch.arange(len(sample), device=sample.device)
             noise, t = noise[rows, sample].unsqueeze(1), t[rows, sample].unsqueeze(1)
-        losses = self.head.cfm_losses(cond, store["action"], noise, t, self.executed_steps)
-        return losses * (3 * t * t) if self.params.loss_weighting == "epsilon" else losses
+        return self.head.cfm_losses(cond, store["action"], noise, t, self.executed_steps)
 
 
 class FPO(Algorithm):
