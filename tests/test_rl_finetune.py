@@ -149,6 +149,25 @@ def test_target_kl_stops_the_whole_update():
     assert stats["kl_stopped"] == 1.0 and 1 <= stats["minibatches"] < 50 * 12
 
 
+def test_a_non_finite_gradient_skips_the_step_instead_of_poisoning_the_weights():
+    """A minibatch whose loss is NaN (here: the units of a decision with a NaN advantage) steps neither actor
+    nor critic and is counted; the other minibatches still step."""
+    policy = tiny_policy()
+    algorithm = build_algorithm("dppo", policy, {"finetune_steps": 3}, AlgorithmContext(4, torch.device("cpu")))
+    batch = _batch(algorithm)
+    batch.advantages[0] = float("nan")
+    critic = Critic(algorithm.policy.encoder.out_dim, [16])
+    cfg = load_finetune_config(None, ["update.epochs=1", "update.minibatch_size=12"], task="push_puck").update
+    before = [p.detach().clone() for p in algorithm.parameters()]
+    actor_opt = torch.optim.Adam(algorithm.parameters(), lr=1e-3)
+    stats = ppo_update(algorithm, critic, batch, actor_opt, torch.optim.Adam(critic.parameters()), cfg)
+    # the 3 units of decision 0 fall into 1-3 of the 4 shuffled minibatches of 12 units
+    assert stats["minibatches"] == 4 and 1 <= stats["skipped_steps"] <= 3
+    params = list(algorithm.parameters()) + list(critic.parameters())
+    assert all(torch.isfinite(p).all() for p in params)
+    assert any(not torch.equal(b, p) for b, p in zip(before, algorithm.parameters(), strict=True))
+
+
 def _ratio_gradient(ratio: float, adv: float, trust_region: str, clip: float = 0.2) -> float:
     r = torch.tensor([ratio], requires_grad=True)
     surrogate_loss(r, torch.tensor([adv]), torch.tensor([clip]), trust_region).sum().backward()

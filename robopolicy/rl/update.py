@@ -1,7 +1,8 @@
 """The PPO update every algorithm shares: minibatches of update units over several epochs, the clipped
 surrogate with per-unit clip ranges and advantage weights (or FPO++'s asymmetric trust region: `surrogate_loss`),
 a value loss, gradient clipping, and a target-KL stop that ends the whole update (not just the epoch) once the
-approximate KL of a minibatch exceeds it.
+approximate KL of a minibatch exceeds it. A step whose gradient is not finite is skipped (and counted in
+`skipped_steps`): applied, one NaN would turn every weight into NaN and every later rollout into a failure.
 
 Units are (decision, unit index) pairs (`Algorithm.units_per_decision` per decision: DPPO's denoising steps),
 shuffled across the whole batch, so a minibatch mixes decisions and steps as DPPO's does.
@@ -14,6 +15,7 @@ target-KL stop reads the mean KL over the ranks, and the statistics returned are
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -62,7 +64,7 @@ def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt:
     device = batch.advantages.device
     actor_params = algorithm.parameters()
     sums: dict[str, float] = defaultdict(float)
-    ratio_max, n_minibatches, stopped = 0.0, 0, False
+    ratio_max, n_minibatches, skipped, stopped = 0.0, 0, 0, False
     for _ in range(cfg.epochs):
         for idx in torch.randperm(n_decisions * units, device=device).split(cfg.minibatch_size // info.world_size):
             dec, unit = idx // units, idx % units
@@ -96,12 +98,17 @@ def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt:
             critic_opt.zero_grad(set_to_none=True)
             loss.backward()
             distributed.average_gradients([*actor_params, *critic.parameters()], info)
+            norms = [float(nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm))]
             if actor_opt is not None:
-                sums["actor_grad_norm"] += float(nn.utils.clip_grad_norm_(actor_params, cfg.max_grad_norm))
-                actor_opt.step()
-            nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
-            critic_opt.step()
+                norms.append(float(nn.utils.clip_grad_norm_(actor_params, cfg.max_grad_norm)))
             n_minibatches += 1
+            if not all(math.isfinite(norm) for norm in norms):  # the same on every rank: gradients are averaged
+                skipped += 1
+                continue
+            critic_opt.step()
+            if actor_opt is not None:
+                sums["actor_grad_norm"] += norms[1]
+                actor_opt.step()
         if stopped:
             break
     # every rank ran the same number of minibatches: the mean of the ranks' means is the global mean
@@ -111,5 +118,6 @@ def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt:
     if actor_opt is not None:
         stats.update(ratio_max=distributed.reduce_across_ranks([ratio_max], info, device, "max")[0],
                      kl_stopped=float(stopped))
-    stats.update(minibatches=n_minibatches, explained_variance=explained_variance(batch.values, batch.returns, info))
+    stats.update(minibatches=n_minibatches, skipped_steps=skipped,
+                 explained_variance=explained_variance(batch.values, batch.returns, info))
     return stats
