@@ -78,3 +78,15 @@ def test_the_denoising_chain_log_probs_are_exact_and_reach_the_energy() -> None:
     grads = [p.grad for p in head.finetuned.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
     assert all(p.grad is None for p in head.base.parameters())
+
+
+def test_parameter_gradients_stay_finite_with_large_pre_activations() -> None:
+    """The fine-tuning update differentiates the prediction, itself a gradient; with the time MLP's
+    pre-activations far past exp's float32 range (as training grew them on push_puck) it must not give NaN."""
+    head = make()
+    with torch.no_grad():
+        head.net.time_embed[1].weight.mul_(500.0)
+    cond, x = torch.randn(4, 3), torch.randn(4, 4, 2)
+    prediction = head.denoiser_output(x, torch.tensor([0, 5, 10, 19]), cond)
+    grads = torch.autograd.grad(prediction.sum(), list(head.parameters()), allow_unused=True)
+    assert all(g is None or torch.isfinite(g).all() for g in grads)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robopolicy.heads.base import Head, check_params, randn, uniform
+from robopolicy.nn.activations import make_twice_differentiable
 
 GRADIENT_PENALTY_BATCH = 16  # samples whose counter-examples the gradient penalty looks at (a double backward)
 
@@ -93,6 +94,7 @@ class EnergyHead(Head):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        make_twice_differentiable(self.net)  # training and fine-tuning differentiate grad_x E
         self.readout = nn.Linear(self.horizon * self.action_dim, 1)
 
     @property

@@ -27,6 +27,7 @@ import torch
 
 from robopolicy.heads.base import check_params
 from robopolicy.heads.diffusion import DiffusionHead, DiffusionParams
+from robopolicy.nn.activations import make_twice_differentiable
 
 
 @dataclass
@@ -43,6 +44,10 @@ class EnergyDiffusionHead(DiffusionHead):
     name = "energy_diffusion"
     Params = EnergyDiffusionParams
     params: EnergyDiffusionParams
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        make_twice_differentiable(self.net)  # training and fine-tuning differentiate grad_x E
 
     @property
     def samples_with_autograd(self) -> bool:

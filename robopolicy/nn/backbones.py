@@ -139,10 +139,11 @@ class FiLMResidualLayer(nn.Module):
         self.inner = nn.Linear(width, width)
         self.outer = nn.Linear(width, width)
         self.film = nn.Linear(cond_dim, 2 * width)
+        self.act = nn.Mish()
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         scale, shift = self.film(cond).chunk(2, dim=-1)
-        return h + self.outer(nn.functional.mish(self.inner(self.norm(h)) * (1 + scale) + shift))
+        return h + self.outer(self.act(self.inner(self.norm(h)) * (1 + scale) + shift))
 
 
 class ResidualMLPBackbone(nn.Module):
