@@ -1,6 +1,6 @@
 """One fine-tuning iteration runs end to end (rollout, GAE, PPO update, evaluation, checkpoint that
 `Policy.load` reads and deploys) for every head: diffusion (dppo), flow (fpo, reinflow), consistency
-(reinflow), energy (fpo on its likelihood surrogate) and the diffusion-trained energy (dppo through its chain)."""
+(reinflow), energy (fpo on its likelihood surrogate) and the diffusion-trained energy (dppo and reinflow through its chain)."""
 
 import json
 import math
@@ -22,7 +22,8 @@ CASES = [("diffusion", {"inference_steps": 3}, "dppo", {"finetune_steps": 2}),
          ("flow", {"inference_steps": 2}, "reinflow", {}),
          ("consistency", {"inference_steps": 1}, "reinflow", {}),
          ("energy", {"langevin_steps": 4}, "fpo", {"n_negatives": 8}),
-         ("energy_diffusion", {"inference_steps": 3, "num_train_timesteps": 20}, "dppo", {"finetune_steps": 2})]
+         ("energy_diffusion", {"inference_steps": 3, "num_train_timesteps": 20}, "dppo", {"finetune_steps": 2}),
+         ("energy_diffusion", {"inference_steps": 2, "num_train_timesteps": 20}, "reinflow", {})]
 
 
 def tiny_checkpoint(tmp_path, head: str, params: dict) -> str:

@@ -15,7 +15,9 @@ what `denoiser_output` returns (`prediction_type = "sample"`): training regresse
 loss that stays well-conditioned at small sigma_t (the noise-prediction form would divide f's error by
 sigma_t). Everything else is the diffusion head's: DDIM/DDPM sampling, and the reverse steps as Gaussian
 transitions with exact log-probabilities, so the energy head is fine-tuned through its own denoising (annealed
-Langevin) chain with `--algo dppo`. Every prediction costs one backward pass to x (training: a double backward).
+Langevin) chain: `--algo dppo` (the DDPM chain) or `--algo reinflow` (the deployed DDIM sampler with learned
+noise). Every prediction costs one backward pass to x (training: a double backward, hence the backbone's
+twice-differentiable Mish, `robopolicy.nn.activations`).
 """
 
 from __future__ import annotations

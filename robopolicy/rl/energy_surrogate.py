@@ -19,8 +19,8 @@ deployed, and each decision costs 1 + M energy evaluations, first-order only. Gu
 is clamped before exp, and the ratio is exactly 1 before the first update (same stored counter-examples).
 
 The diffusion-trained energy head (`robopolicy.heads.energy_diffusion`) takes the chain route instead, with
-`--algo dppo`: its sampler is a short annealed chain (5 DDIM steps, not 50 Langevin ones), so the second-order
-gradients cover 3-5 steps, and DPPO deploys the chain's deterministic means, the sampler the head deploys
+`--algo dppo` or `--algo reinflow`: its sampler is a short annealed chain (5 DDIM steps, not 50 Langevin ones),
+so the second-order gradients cover 3-5 steps, and both deploy the deterministic DDIM sampler the head deploys
 anyway; both objections above fall away, and the log-probabilities are exact rather than estimated.
 """
 

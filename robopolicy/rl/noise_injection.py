@@ -60,9 +60,9 @@ class ReinFlow(Algorithm):
         head_config = policy.config.head
         if head_config.name != NoiseInjectedHead.name:
             if not callable(getattr(policy.head, "sampler_transition", None)):
-                raise ConfigError(f"algo: reinflow fine-tunes heads with a few-step sampler (flow, consistency); "
-                                  f"the checkpoint's head is {head_config.name!r} (dppo for diffusion and "
-                                  f"energy_diffusion, fpo for energy)")
+                raise ConfigError(f"algo: reinflow fine-tunes heads with a few-step sampler (flow, consistency, "
+                                  f"diffusion, energy_diffusion); the checkpoint's head is {head_config.name!r} "
+                                  f"(fpo for energy)")
             settings = self._settings(policy.head.default_chain_steps())
             config = dataclasses.replace(policy.config, head=NoiseInjectedHead.wrap(head_config, **settings))
             wrapped = Policy(config).to(policy.device)

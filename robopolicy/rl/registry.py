@@ -29,8 +29,8 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
                           "FPO/FPO++: ratio exp(L_old - L_new) from stored flow-matching losses (flow head), "
                           "or from the energy's likelihood estimate (energy head)"),
     "reinflow": AlgorithmEntry("robopolicy.rl.noise_injection:ReinFlow",
-                               "ReinFlow-style: a learned noise std makes a 1-4-step flow or consistency sampler a "
-                               "Gaussian chain with exact log-probs, fine-tuned with PPO"),
+                               "ReinFlow-style: a learned noise std makes a few-step flow, consistency or DDIM sampler "
+                               "a Gaussian chain with exact log-probs, fine-tuned with PPO"),
 }
 
 
