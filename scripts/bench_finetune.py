@@ -50,7 +50,9 @@ ROWS = [
     Row("reinflow_flow", "reinflow", "flow"),
     Row("reinflow_consistency", "reinflow", "consistency"),
     Row("fpo_energy", "fpo", "energy"),
-    # the diffusion-trained energy through its denoising chain; K' = 3 of 5: each step costs a double backward
+    # the diffusion-trained energy through its denoising chain (each step costs a double backward): ReinFlow around
+    # its DDIM sampler (38.5 % -> 65 % on 200 seeds in 90 iterations), DPPO over the last 3 of its 5 DDPM steps
+    Row("reinflow_energy_diffusion", "reinflow", "energy_diffusion"),
     Row("dppo_energy_diffusion", "dppo", "energy_diffusion", ["params.finetune_steps=3"]),
 ]
 

@@ -1,6 +1,7 @@
 """One fine-tuning iteration runs end to end (rollout, GAE, PPO update, evaluation, checkpoint that
 `Policy.load` reads and deploys) for every head: diffusion (dppo), flow (fpo, reinflow), consistency
-(reinflow), energy (fpo on its likelihood surrogate) and the diffusion-trained energy (dppo and reinflow through its chain)."""
+(reinflow), energy (fpo on its likelihood surrogate) and the diffusion-trained energy (dppo and reinflow
+through its chain)."""
 
 import json
 import math
