@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from robopolicy.nn.activations import make_twice_differentiable
 from robopolicy.nn.backbones import build_backbone
 from robopolicy.specs import BackboneConfig, ConfigError, from_dict
 
@@ -95,6 +96,9 @@ class Head(nn.Module, ABC):
     # constraint-aware sampling (robopolicy.hal.constrained_sampling): maps each intermediate normalized chunk onto
     # the constraint set; None (the default) costs one attribute test per step
     step_projection: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # True for heads that take input gradients while sampling (energy heads): torch.export cannot capture them,
+    # and their training differentiates the backbone's backward pass, so it gets twice-differentiable activations
+    samples_with_autograd: bool = False
     params: Any  # an instance of `Params`; subclasses narrow the annotation
 
     def __init__(self, params: dict[str, Any], action_dim: int, horizon: int, cond_dim: int,
@@ -104,6 +108,8 @@ class Head(nn.Module, ABC):
         self.action_dim, self.horizon, self.cond_dim = action_dim, horizon, cond_dim
         # every head's network has the same (chunk, time, cond) -> chunk signature
         self.net = build_backbone(backbone, action_dim, horizon, cond_dim)
+        if self.samples_with_autograd:
+            make_twice_differentiable(self.net)
 
     @property
     def chunk_shape(self) -> tuple[int, int]:
@@ -143,11 +149,6 @@ class Head(nn.Module, ABC):
     def sample_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
         """Deterministic sampling given all its noise; `Policy.compile` compiles this whole loop into one graph."""
         raise NotImplementedError(f"the {self.name} head draws its noise while sampling; use sample()")
-
-    @property
-    def samples_with_autograd(self) -> bool:
-        """Whether sampling takes input gradients (energy heads), which torch.export cannot capture."""
-        return False
 
     @property
     def samples_from_noise(self) -> bool:

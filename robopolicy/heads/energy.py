@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from robopolicy.heads.base import Head, check_params, randn, uniform
-from robopolicy.nn.activations import make_twice_differentiable
 
 GRADIENT_PENALTY_BATCH = 16  # samples whose counter-examples the gradient penalty looks at (a double backward)
 
@@ -91,15 +90,11 @@ class EnergyHead(Head):
     name = "energy"
     Params = EnergyParams
     params: EnergyParams
+    samples_with_autograd = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        make_twice_differentiable(self.net)  # training and fine-tuning differentiate grad_x E
         self.readout = nn.Linear(self.horizon * self.action_dim, 1)
-
-    @property
-    def samples_with_autograd(self) -> bool:
-        return True
 
     def energy(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """E_theta(x, cond) per sample: (B, T, D), (B, C) -> (B,). Lower is more likely."""

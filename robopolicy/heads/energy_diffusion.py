@@ -29,7 +29,6 @@ import torch
 
 from robopolicy.heads.base import check_params
 from robopolicy.heads.diffusion import DiffusionHead, DiffusionParams
-from robopolicy.nn.activations import make_twice_differentiable
 
 
 @dataclass
@@ -46,14 +45,7 @@ class EnergyDiffusionHead(DiffusionHead):
     name = "energy_diffusion"
     Params = EnergyDiffusionParams
     params: EnergyDiffusionParams
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        make_twice_differentiable(self.net)  # training and fine-tuning differentiate grad_x E
-
-    @property
-    def samples_with_autograd(self) -> bool:
-        return True
+    samples_with_autograd = True
 
     def _alpha_bar(self, t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
         """abar_t as (B, 1, 1) for timesteps t (a float or a (B,) tensor)."""

@@ -28,6 +28,7 @@ class WrapperHead(Head):
         self.action_dim, self.horizon, self.cond_dim = action_dim, horizon, cond_dim
         base = self.params.base
         self.base = build_pretrained_head(base.name, base.params, action_dim, horizon, cond_dim, backbone)
+        self.samples_with_autograd = self.base.samples_with_autograd
 
     @classmethod
     def wrap(cls, head_config: HeadConfig, **settings: Any) -> HeadConfig:
@@ -41,10 +42,6 @@ class WrapperHead(Head):
 
     def default_chain_steps(self) -> int:
         return int(self.params.steps)
-
-    @property
-    def samples_with_autograd(self) -> bool:
-        return self.base.samples_with_autograd
 
     def initial_latent(self, batch: int, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return self.base.initial_latent(batch, cond, generator)
