@@ -18,6 +18,7 @@ CHECKPOINT is a policy checkpoint directory (e.g. runs/bc/checkpoints/best), or 
 start from a fresh policy (ppo). The recipe (--recipe, a built-in name from robopolicy/rl/recipes or a TOML
 path) sets the run; every field is documented in robopolicy/rl/config.py (FinetuneConfig) and, under
 [params], in the algorithm's Params (robopolicy/rl/dppo.py, gaussian.py, ...). Unknown fields are rejected.
+A recipe may start from another one (`base = "NAME"`) and state only what differs.
 Without --recipe, the built-in recipe TASK_ALGO is used when it exists (built-in: {recipes}).
 
 examples:

@@ -179,22 +179,40 @@ def recipe_names() -> list[str]:
 def load_finetune_config(recipe: str | None, overrides: list[str], **fields: Any) -> FinetuneConfig:
     """A recipe (built-in name or TOML path; None: defaults) with `fields` (command-line values such as task
     and algo, when given) and then `--set` overrides applied."""
-    data: dict[str, Any] = {}
-    where = "defaults"
-    if recipe is not None:
-        path = Path(recipe)
-        if not path.exists() and recipe in recipe_names():
-            path = Path(str(RECIPES / f"{recipe}.toml"))
-        where = str(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{path}: no such recipe file (built-in recipes: {recipe_names()})") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+    data, where = read_recipe(recipe) if recipe is not None else ({}, "defaults")
     data.update({k: v for k, v in fields.items() if v is not None})
     apply_overrides(data, overrides)
     try:
         return from_dict(FinetuneConfig, data)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+def read_recipe(recipe: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
+    """A recipe's data and path. `base = "NAME"` starts from that recipe and overrides it table by table, so a
+    variant states only what differs and cannot drift from the recipe it varies."""
+    path = Path(recipe)
+    if not path.exists() and recipe in recipe_names():
+        path = Path(str(RECIPES / f"{recipe}.toml"))
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such recipe file (built-in recipes: {recipe_names()})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+    base = data.pop("base", None)
+    if base is None:
+        return data, str(path)
+    if not isinstance(base, str) or base in seen or base == recipe:
+        raise ConfigError(f"{path}: base: expected the name of another recipe, not one of {[recipe, *seen]}, "
+                          f"got {base!r}")
+    parent, _ = read_recipe(base, (*seen, recipe))
+    return _merged(parent, data), str(path)
+
+
+def _merged(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in child.items():
+        both_tables = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if both_tables else value
+    return out
