@@ -69,6 +69,16 @@ def test_loss_difference_is_clamped_and_executed_steps_only() -> None:
     torch.testing.assert_close(whole_chunk, full, rtol=0, atol=0)
 
 
+def test_summed_losses_are_the_mean_times_the_executed_elements() -> None:
+    pol = policy("flow")
+    cond = torch.randn(4, pol.head.cond_dim)
+    store = fpo(pol).act(cond).store
+    summed = fpo(pol, loss_reduce="sum").surrogate.losses(cond, store)
+    torch.testing.assert_close(summed, fpo(pol).surrogate.losses(cond, store) * 2 * 2)  # 2 executed steps x 2 dims
+    with pytest.raises(ConfigError, match="loss_reduce"):
+        fpo(policy("energy"), loss_reduce="sum")
+
+
 def test_zero_noise_evaluation_is_deterministic_and_saved() -> None:
     pol = policy("flow")
     algo = fpo(pol)

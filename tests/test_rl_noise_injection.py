@@ -97,12 +97,27 @@ def test_stochastic_deployment_is_the_chain_ppo_trained(name: str, steps: int) -
     torch.testing.assert_close(h.sample_from_noise(cond, noise, steps), chain.actions, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["flow", "consistency"])
+def test_the_deployed_chain_injects_the_scaled_std(name: str) -> None:
+    """deploy_std_scale s: each deployed step draws from N(mean_k, base_k^2 + (s sigma_phi)^2); s = 0 leaves the
+    wrapped sampler's own noise only."""
+    h = noisy_head(name, 2, deterministic=False, deploy_std_scale=0.4)
+    cond, noise = torch.randn(4, 3), torch.randn(4, 3, 4, 2)
+    x = h.base.latent_from_noise(noise[:, 0])
+    for k in range(2):
+        mean, base = h.base.sampler_transition(cond, x, torch.full((4,), k), 2)
+        x = mean + (base ** 2 + (0.4 * h.noise(cond, torch.full((4,), k))) ** 2).sqrt() * noise[:, k + 1]
+    torch.testing.assert_close(h.sample_from_noise(cond, noise, 2), x)
+    unscaled = noisy_head(name, 2, deterministic=False).sample_from_noise(cond, noise, 2)
+    assert not torch.allclose(unscaled, x)
+
+
 def test_reinflow_sets_how_the_checkpoint_deploys(tmp_path) -> None:
-    algo = reinflow(policy("consistency", inference_steps=2), deterministic_eval=False)
+    algo = reinflow(policy("consistency", inference_steps=2), deterministic_eval=False, deploy_std_scale=0.7)
     assert algo.policy.head.params.deterministic is False
     algo.policy.save(tmp_path / "ckpt")
     loaded = Policy.load(tmp_path / "ckpt")
-    assert loaded.head.params.deterministic is False
+    assert loaded.head.params.deterministic is False and loaded.head.params.deploy_std_scale == 0.7
     obs = {"state": torch.randn(3, 1, 3)}
     torch.manual_seed(1)
     a = loaded.predict_action(obs)
@@ -150,3 +165,5 @@ def test_heads_without_a_few_step_sampler_are_refused() -> None:
         reinflow(policy("energy"))
     with pytest.raises(ConfigError, match="std_init"):
         reinflow(policy("flow"), std_init=0.5)
+    with pytest.raises(ConfigError, match="deploy_std_scale"):
+        reinflow(policy("flow"), deploy_std_scale=0.5)  # the deterministic deployment injects no noise to scale

@@ -86,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run policy seeds x initial conditions on a task. Initial conditions are environment seeds from the "
             "test range (100000+) unless --split train (0+, the seeds demonstrations are collected on). Writes "
-            "result.json (success with a Wilson 95%% CI, returns and lengths with bootstrap CIs, latency, every "
+            "result.json (success with a Wilson 95 % CI, returns and lengths with bootstrap CIs, latency, every "
             "episode), summary.png and mp4 videos of the first --videos test seeds."
         ),
     )

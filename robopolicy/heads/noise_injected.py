@@ -71,6 +71,9 @@ class NoiseInjectedParams:
     std_init: float = 0.08
     noise_hidden: int = 64
     deterministic: bool = True  # deployment runs the wrapped sampler (True) or the noise-injected chain
+    # the deployed chain (deterministic = false) injects sigma_phi times this: 1 is the chain PPO trained, less
+    # trades the exploration PPO wants for the precision a deployment wants
+    deploy_std_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_params(self, [
@@ -80,6 +83,7 @@ class NoiseInjectedParams:
             ("std_init", self.std_floor < self.std_init < self.std_ceiling,
              f"in (std_floor, std_ceiling) = ({self.std_floor}, {self.std_ceiling})"),
             ("noise_hidden", self.noise_hidden >= 1, ">= 1"),
+            ("deploy_std_scale", self.deploy_std_scale >= 0, ">= 0"),
             ("base", self.base.name != "noise_injected", "a pretrained head, not another noise-injected one"),
         ])
 
@@ -120,23 +124,23 @@ class NoiseInjectedHead(WrapperHead):
 
     def sample_from_noise(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
         """The wrapped sampler, or the chain as `sample_chain` draws it (x_0 from noise slot 0, step k's
-        Gaussian from slot k + 1)."""
+        Gaussian from slot k + 1), its injected std scaled by `deploy_std_scale`."""
         if self.params.deterministic:
             return self.base.sample_from_noise(cond, noise, steps)
         x = self.base.latent_from_noise(noise[:, 0])
         for k in range(steps):
-            mean, std = self.transition(cond, x, k, steps)
+            mean, std = self.transition(cond, x, k, steps, self.params.deploy_std_scale)
             x = mean + std * noise[:, k + 1]
         return x
 
     # ---- the chain (its initial latent is the wrapped head's) ---------------------------------------------
 
     def transition(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor | int,
-                   steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, std): the wrapped sampler's step with sqrt(base^2 + sigma_phi^2) as its std."""
+                   steps: int, sigma_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std): the wrapped sampler's step with sqrt(base^2 + (sigma_scale sigma_phi)^2) as its std."""
         if steps != self.params.steps:
             raise ValueError(f"the noise-injected chain has {self.params.steps} steps, got steps={steps}")
         k = torch.as_tensor(k, device=x.device).expand(x.shape[0])
         mean, base = self.base.sampler_transition(cond, x, k, steps)  # type: ignore[operator]  # checked in __init__
-        sigma = self.noise(cond, k)
+        sigma = sigma_scale * self.noise(cond, k)
         return mean, (base * base + sigma * sigma).sqrt()

@@ -13,7 +13,8 @@ update (minibatches, epochs, clipping, target-KL stop, critic warm-up) optimizes
    before the first update up to float rounding), the clip range per unit (`clip_range`: DPPO's grows over
    denoising steps), advantage weights (`advantage_weight`: DPPO's denoising discount) and any extra loss
    (`extra_loss`: BC regularization toward the pretrained policy, an entropy bonus);
-4. which parameters it trains (`parameters`; the critic has its own optimizer in the runner);
+4. which parameters it trains (`parameters`, and `param_groups` where some learn at a multiple of the actor
+   learning rate; the critic has its own optimizer in the runner);
 5. how the result is deployed (`policy`): a `Policy` whose `predict_action`, `compile` and AOT run the
    fine-tuned sampler; it is what checkpoints hold, so `robopolicy eval` and `Policy.load` read them unchanged.
 
@@ -95,6 +96,11 @@ class Algorithm(ABC):
     @abstractmethod
     def parameters(self) -> list[torch.nn.Parameter]:
         """The parameters the actor optimizer trains (the frozen encoder and frozen chain steps are not)."""
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The actor optimizer's parameter groups over `parameters()`; a group's "lr_scale" multiplies the actor
+        learning rate (and its schedule) for that group. Default: one group."""
+        return [{"params": self.parameters()}]
 
     # ---- rollout ----------------------------------------------------------------------------------------------
 

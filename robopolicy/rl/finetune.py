@@ -137,7 +137,7 @@ class Finetuner:
         # acts as deployed (a center crop, not training's random one) on every rank, before and after evaluations
         self.policy = self.algorithm.policy.to(self.device).eval()
         self.critic = Critic(self.policy.encoder.out_dim, config.critic.hidden_dims).to(self.device)
-        self.actor_opt = torch.optim.Adam(self.algorithm.parameters(), lr=config.update.actor_lr)
+        self.actor_opt = torch.optim.Adam(self.algorithm.param_groups(), lr=config.update.actor_lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.update.critic_lr)
         self.rewards = RewardScaler()
         self.progress = Progress()
@@ -267,7 +267,7 @@ class Finetuner:
         warming_up = iteration <= cfg.update.critic_warmup_iterations
         actor_lr = cfg.update.actor_lr_at(iteration, cfg.iterations)
         for group in self.actor_opt.param_groups:
-            group["lr"] = actor_lr
+            group["lr"] = actor_lr * group.get("lr_scale", 1.0)
         stats = ppo_update(self.algorithm, self.critic, batch, None if warming_up else self.actor_opt,
                            self.critic_opt, cfg.update, info)
         rollout_stats = self.algorithm.rollout_stats(rollout.store)

@@ -14,8 +14,9 @@ reused exactly, so the ratio is 1 before the first update. Rollouts may use any 
 action), and the deployed policy integrates from zero noise (`eval_zero_noise`, FPO++'s deterministic
 evaluation; the head's `initial_noise_scale` = 0).
 The CFM losses average over the executed part of a chunk only: the rest never reached the environment, so
-its advantage says nothing about it. The energy head runs the same algorithm on its own training loss
-(`robopolicy.rl.energy_surrogate`).
+its advantage says nothing about it (`executed_only`); `loss_reduce = "sum"` takes FPO's squared norm instead
+of the mean, so the same clip range is a trust region as many times tighter as the chunk has elements. The
+energy head runs the same algorithm on its own training loss (`robopolicy.rl.energy_surrogate`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class FPOParams:
     eval_zero_noise: bool = True  # deployed flow policy integrates from x_0 = 0
     executed_only: bool = True  # CFM losses over the executed n_action_steps only (False: the whole chunk)
     t_max: float = 0.999  # pairs draw t ~ U[0, t_max]: the target at t = 1 is trivial
+    # a pair's loss over the chunk elements: "mean" (the BC loss's scale), or "sum", FPO's squared norm, under
+    # which the clip bounds each pair's change 1 / (elements) as far as under the mean (flow head only)
+    loss_reduce: Literal["mean", "sum"] = "mean"
     n_negatives: int = 64  # energy head only: stored counter-examples of its likelihood estimate
     # CHECKPOINT = "scratch" (FPO's own setting, against Gaussian PPO from scratch): a fresh flow head on an MLP
     hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
@@ -55,7 +59,8 @@ class FPOParams:
         checks = [("n_samples", self.n_samples >= 1, ">= 1"), ("max_log_ratio", self.max_log_ratio > 0, "> 0"),
                   ("steps", self.steps >= 0, ">= 0"), ("t_max", 0 < self.t_max <= 1, "in (0, 1]"),
                   ("n_negatives", self.n_negatives >= 1, ">= 1"),
-                  ("ratio", self.ratio in ("per_sample", "mean"), "'per_sample' or 'mean'")]
+                  ("ratio", self.ratio in ("per_sample", "mean"), "'per_sample' or 'mean'"),
+                  ("loss_reduce", self.loss_reduce in ("mean", "sum"), "'mean' or 'sum'")]
         for name, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"algo.params.{name}: expected {expected}, got {getattr(self, name)!r}")
@@ -85,7 +90,10 @@ class CFMSurrogate:
         if sample is not None:
             rows = torch.arange(len(sample), device=sample.device)
             noise, t = noise[rows, sample].unsqueeze(1), t[rows, sample].unsqueeze(1)
-        return self.head.cfm_losses(cond, store["action"], noise, t, self.executed_steps)
+        losses = self.head.cfm_losses(cond, store["action"], noise, t, self.executed_steps)
+        if self.params.loss_reduce == "sum":
+            losses = losses * (self.executed_steps * self.head.chunk_shape[1])
+        return losses
 
 
 class FPO(Algorithm):
@@ -109,6 +117,9 @@ class FPO(Algorithm):
             for key, value in deployed.items():
                 setattr(head.params, key, value)
                 policy.config.head.params[key] = value
+        elif head.name == "energy" and self.params.loss_reduce == "sum":
+            raise ConfigError("algo.params.loss_reduce: 'sum' applies to the flow head's CFM losses; the energy "
+                              "head's surrogate takes 'mean'")
         elif head.name == "energy":
             from robopolicy.rl.energy_surrogate import EnergySurrogate
 
