@@ -1,6 +1,7 @@
 """RL fine-tuning machinery: GAE, the collector (no not-run transition in the batch), PPO ratios and the
 target-KL stop, DPPO iterations with K' = 1 and K' = K, exact resume, and bad input on the command line."""
 
+import dataclasses
 import json
 
 import gymnasium as gym
@@ -290,15 +291,15 @@ def test_built_in_recipes_validate():
 def test_a_recipe_starts_from_its_base_and_overrides_table_by_table(tmp_path):
     base = load_finetune_config("push_puck_reinflow", [])
     variant = load_finetune_config("push_puck_reinflow_energy", [])
-    assert variant.params == {**base.params, "steps": 2, "deterministic_eval": False, "std_floor": 0.02,
-                              "std_init": 0.05}
-    assert (variant.update, variant.rollout, variant.eval, variant.iterations) == \
-        (base.update, base.rollout, base.eval, base.iterations)
+    assert variant.params == {**base.params, "steps": 2, "deterministic_eval": False, "deploy_std_scale": 0.5,
+                              "std_floor": 0.02, "std_init": 0.05}
+    assert variant.update == dataclasses.replace(base.update, epochs=3) and variant.iterations == 430
+    assert (variant.rollout, variant.eval) == (base.rollout, base.eval)
     own = tmp_path / "mine.toml"
     own.write_text('base = "push_puck_reinflow_energy"\n[update]\nactor_lr = 1e-5\n')
     mine = load_finetune_config(str(own), ["params.std_init=0.04"])
     assert (mine.update.actor_lr, mine.update.epochs, mine.params["steps"], mine.params["std_init"]) == \
-        (1e-5, base.update.epochs, 2, 0.04)
+        (1e-5, 3, 2, 0.04)  # the base's update table, with actor_lr overridden
     loop = tmp_path / "loop.toml"
     loop.write_text(f'base = "{loop}"\n')
     with pytest.raises(ConfigError, match="base: expected the name of another recipe"):
