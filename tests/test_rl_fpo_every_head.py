@@ -39,15 +39,16 @@ def tiny_checkpoint(tmp_path, head: str, params: dict) -> str:
     return str(policy.save(tmp_path / "bc"))
 
 
-@pytest.mark.parametrize(("head", "head_params", "algo", "params"), CASES,
-                         ids=[f"{c[2]}-{c[0]}-{i}" for i, c in enumerate(CASES)])
 def one_iteration_config(tmp_path, algo: str, params: dict, *sets: str) -> FinetuneConfig:
+    """Every setting a 1-iteration run needs to be quick, then `params` and any further overrides."""
     sets = ("iterations=1", "tensorboard=false", "progress=false", "rollout.n_envs=2", "rollout.n_decisions=3",
             "update.epochs=1", "update.minibatch_size=8", "eval.n_episodes=2", "eval.n_envs=2",
             *[f"params.{k}={json.dumps(v)}" for k, v in params.items()], *sets)
     return load_finetune_config(None, list(sets), task="push_puck", algo=algo, out_dir=str(tmp_path / "run"))
 
 
+@pytest.mark.parametrize(("head", "head_params", "algo", "params"), CASES,
+                         ids=[f"{c[2]}-{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_one_iteration_runs_and_deploys(tmp_path, head: str, head_params: dict, algo: str, params: dict) -> None:
     result = finetune(one_iteration_config(tmp_path, algo, params), tiny_checkpoint(tmp_path, head, head_params))
     row = read_log(tmp_path / "run" / "log.csv")[0]
