@@ -97,16 +97,17 @@ def test_stochastic_deployment_is_the_chain_ppo_trained(name: str, steps: int) -
     torch.testing.assert_close(h.sample_from_noise(cond, noise, steps), chain.actions, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("scale", [0.4, 0.0])
 @pytest.mark.parametrize("name", ["flow", "consistency"])
-def test_the_deployed_chain_injects_the_scaled_std(name: str) -> None:
+def test_the_deployed_chain_injects_the_scaled_std(name: str, scale: float) -> None:
     """deploy_std_scale s: each deployed step draws from N(mean_k, base_k^2 + (s sigma_phi)^2); s = 0 leaves the
     wrapped sampler's own noise only."""
-    h = noisy_head(name, 2, deterministic=False, deploy_std_scale=0.4)
+    h = noisy_head(name, 2, deterministic=False, deploy_std_scale=scale)
     cond, noise = torch.randn(4, 3), torch.randn(4, 3, 4, 2)
     x = h.base.latent_from_noise(noise[:, 0])
     for k in range(2):
         mean, base = h.base.sampler_transition(cond, x, torch.full((4,), k), 2)
-        x = mean + (base ** 2 + (0.4 * h.noise(cond, torch.full((4,), k))) ** 2).sqrt() * noise[:, k + 1]
+        x = mean + (base ** 2 + (scale * h.noise(cond, torch.full((4,), k))) ** 2).sqrt() * noise[:, k + 1]
     torch.testing.assert_close(h.sample_from_noise(cond, noise, 2), x)
     unscaled = noisy_head(name, 2, deterministic=False).sample_from_noise(cond, noise, 2)
     assert not torch.allclose(unscaled, x)

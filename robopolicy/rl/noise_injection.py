@@ -96,9 +96,10 @@ class ReinFlow(Algorithm):
         group at scale 1 keeps the optimizer state of earlier runs loadable on resume)."""
         if self.params.noise_lr_scale == 1:
             return super().param_groups()
-        noise = {id(p) for p in self.policy.head.noise.parameters()}
-        return [{"params": [p for p in self.parameters() if id(p) not in noise]},
-                {"params": [p for p in self.parameters() if id(p) in noise], "lr_scale": self.params.noise_lr_scale}]
+        noise = list(self.policy.head.noise.parameters())
+        noise_ids = {id(p) for p in noise}
+        rest = [p for p in self.parameters() if id(p) not in noise_ids]
+        return [{"params": rest}, {"params": noise, "lr_scale": self.params.noise_lr_scale}]
 
     def _log_prob(self, cond: torch.Tensor, chain: Chain) -> torch.Tensor:
         """(B,) the chain's log-probability: per step over the executed elements, summed over steps."""
