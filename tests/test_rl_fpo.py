@@ -79,6 +79,47 @@ def test_summed_losses_are_the_mean_times_the_executed_elements() -> None:
         fpo(policy("energy"), loss_reduce="sum")
 
 
+def test_action_drift_is_zero_before_an_update_and_the_chunks_rms_change_after() -> None:
+    pol = policy("flow", inference_steps=3)
+    algo = fpo(pol, max_action_drift=0.1)
+    cond = torch.randn(5, pol.head.cond_dim)
+    store = algo.act(cond).store
+    torch.testing.assert_close(algo.action_drift(cond, store), torch.zeros(5), atol=1e-6, rtol=0)
+    with torch.no_grad():
+        for p in algo.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        moved = pol.head.integrate(cond, store["x0"], 3)
+    expected = (moved - store["action"])[:, :2].pow(2).mean((1, 2)).sqrt()  # the 2 executed steps
+    torch.testing.assert_close(algo.action_drift(cond, store), expected)
+    assert expected.min() > 0
+    for bad in (0.0, -1.0):
+        with pytest.raises(ConfigError, match="max_action_drift"):
+            fpo(policy("flow"), max_action_drift=bad)
+    with pytest.raises(ConfigError, match="max_action_drift"):
+        fpo(policy("energy"), max_action_drift=0.1)
+
+
+def test_the_update_stops_once_the_actions_drift_past_the_bound() -> None:
+    """A bound no step can stay under ends the update after its first step; without one every minibatch runs,
+    and the drift logged is the actions' after the update."""
+    stats = {}
+    for bound in (None, 1e-9):
+        algo = fpo(policy("flow", inference_steps=2), max_action_drift=bound, n_samples=2)
+        cond = torch.randn(64, algo.policy.head.cond_dim)
+        store = algo.act(cond).store
+        critic = Critic(algo.policy.head.cond_dim, [8])
+        adv = torch.randn(64)
+        stats[bound] = ppo_update(algo, critic, Batch(cond, store, adv, adv, torch.zeros(64)),
+                                  torch.optim.Adam(algo.parameters(), lr=1e-2), torch.optim.Adam(critic.parameters()),
+                                  UpdateConfig(epochs=2, minibatch_size=32, clip=0.2))
+        if bound is not None:
+            with torch.no_grad():
+                probe = algo.action_drift(cond, store).mean()
+            assert stats[bound]["action_drift"] == pytest.approx(float(probe), rel=1e-5)
+    assert stats[None]["minibatches"] == 2 * 4 and stats[None]["kl_stopped"] == 0 and "action_drift" not in stats[None]
+    assert stats[1e-9]["minibatches"] == 1 and stats[1e-9]["kl_stopped"] == 1 and stats[1e-9]["action_drift"] > 1e-9
+
+
 def test_zero_noise_evaluation_is_deterministic_and_saved() -> None:
     pol = policy("flow")
     algo = fpo(pol)

@@ -12,7 +12,8 @@ update (minibatches, epochs, clipping, target-KL stop, critic warm-up) optimizes
 3. for a minibatch of units: the log-ratio log pi_new - log pi_old (`log_ratio`, with gradient; exactly 0
    before the first update up to float rounding), the clip range per unit (`clip_range`: DPPO's grows over
    denoising steps), advantage weights (`advantage_weight`: DPPO's denoising discount) and any extra loss
-   (`extra_loss`: BC regularization toward the pretrained policy, an entropy bonus);
+   (`extra_loss`: BC regularization toward the pretrained policy, an entropy bonus), and, where the ratio is
+   only a surrogate, how far the deployed actions have moved (`action_drift`, bounded by `max_action_drift`);
 4. which parameters it trains (`parameters`, and `param_groups` where some learn at a multiple of the actor
    learning rate; the critic has its own optimizer in the runner);
 5. how the result is deployed (`policy`): a `Policy` whose `predict_action`, `compile` and AOT run the
@@ -129,6 +130,16 @@ class Algorithm(ABC):
     def extra_loss(self, batch: Minibatch) -> tuple[torch.Tensor, dict[str, float]]:
         """An extra differentiable loss term (added as is) and what to log about it."""
         return torch.zeros((), device=batch.cond.device), {}
+
+    @property
+    def max_action_drift(self) -> float | None:
+        """The update stops once `action_drift` exceeds this; None (the default): no such bound."""
+        return None
+
+    def action_drift(self, cond: torch.Tensor, store: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(D,) RMS change, in normalized action units, of each decision's chunk had the current parameters
+        acted on the rollout's own noise: 0 before the first update. Needed only with `max_action_drift`."""
+        raise NotImplementedError(f"{self.name} keeps no action drift")
 
     def rollout_stats(self, store: dict[str, torch.Tensor]) -> dict[str, float]:
         """Per-iteration statistics of the stored decisions (e.g. chain std), logged as they are named."""

@@ -55,8 +55,8 @@ FORMAT_VERSION = 1
 COLUMNS = ["step", "env_steps", "return", "success_rate", "episode_length", "episodes", "eval_success",
            "eval_return", "policy_loss", "value_loss", "approx_kl", "clip_fraction", "ratio_mean", "ratio_max",
            "explained_variance", "chain_std", "bc_loss", "actor_grad_norm", "actor_lr", "minibatches", "kl_stopped",
-           "skipped_steps", "shield_rate", "shield_cat_terminations", "shield_faults", "eval_shield_rate",
-           "env_steps_per_s", "env_time_s", "policy_time_s", "update_time_s", "elapsed_s"]
+           "action_drift", "skipped_steps", "shield_rate", "shield_cat_terminations", "shield_faults",
+           "eval_shield_rate", "env_steps_per_s", "env_time_s", "policy_time_s", "update_time_s", "elapsed_s"]
 TIMING_COLUMNS = {"env_steps_per_s", "env_time_s", "policy_time_s", "update_time_s", "elapsed_s"}
 
 

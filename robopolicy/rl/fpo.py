@@ -50,6 +50,10 @@ class FPOParams:
     # a pair's loss over the chunk elements: "mean" (the BC loss's scale), or "sum", FPO's squared norm, under
     # which the clip bounds each pair's change 1 / (elements) as far as under the mean (flow head only)
     loss_reduce: Literal["mean", "sum"] = "mean"
+    # stop an iteration's update once the deployed chunks of the batch's decisions, integrated again from their
+    # rollout noise, have moved this far (RMS, normalized action units; None: no bound; flow head only): the
+    # surrogate ratio can stay within the clip while the flow field between the stored pairs moves
+    max_action_drift: float | None = None
     n_negatives: int = 64  # energy head only: stored counter-examples of its likelihood estimate
     # CHECKPOINT = "scratch" (FPO's own setting, against Gaussian PPO from scratch): a fresh flow head on an MLP
     hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
@@ -59,6 +63,7 @@ class FPOParams:
         checks = [("n_samples", self.n_samples >= 1, ">= 1"), ("max_log_ratio", self.max_log_ratio > 0, "> 0"),
                   ("steps", self.steps >= 0, ">= 0"), ("t_max", 0 < self.t_max <= 1, "in (0, 1]"),
                   ("n_negatives", self.n_negatives >= 1, ">= 1"),
+                  ("max_action_drift", self.max_action_drift is None or self.max_action_drift > 0, "> 0 or absent"),
                   ("ratio", self.ratio in ("per_sample", "mean"), "'per_sample' or 'mean'"),
                   ("loss_reduce", self.loss_reduce in ("mean", "sum"), "'mean' or 'sum'")]
         for name, ok, expected in checks:
@@ -77,11 +82,22 @@ class CFMSurrogate:
         """(normalized chunks, stored pairs with their losses) for conditioning (B, C)."""
         head, p = self.head, self.params
         b, shape = cond.shape[0], head.chunk_shape
-        actions = head.integrate(cond, randn((b, *shape), None, cond), p.steps or head.params.inference_steps)
-        store = {"action": actions, "noise": randn((b, p.n_samples, *shape), None, cond),
+        x0 = randn((b, *shape), None, cond)
+        actions = head.integrate(cond, x0, self.steps)
+        store = {"action": actions, "x0": x0, "noise": randn((b, p.n_samples, *shape), None, cond),
                  "t": p.t_max * torch.rand((b, p.n_samples), device=cond.device)}
         store["loss_old"] = self.losses(cond, store)
         return actions, store
+
+    @property
+    def steps(self) -> int:
+        return self.params.steps or self.head.params.inference_steps
+
+    def action_drift(self, cond: torch.Tensor, store: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) RMS difference over the loss's chunk part between the stored chunks and those the current flow
+        integrates from the same x_0."""
+        diff = (self.head.integrate(cond, store["x0"], self.steps) - store["action"])[:, :self.executed_steps]
+        return diff.pow(2).mean((1, 2)).sqrt()
 
     def losses(self, cond: torch.Tensor, store: dict[str, torch.Tensor],
                sample: torch.Tensor | None = None) -> torch.Tensor:
@@ -120,6 +136,9 @@ class FPO(Algorithm):
         elif head.name == "energy" and self.params.loss_reduce == "sum":
             raise ConfigError("algo.params.loss_reduce: 'sum' applies to the flow head's CFM losses; the energy "
                               "head's surrogate takes 'mean'")
+        elif head.name == "energy" and self.params.max_action_drift is not None:
+            raise ConfigError("algo.params.max_action_drift: applies to the flow head (its chunks are a function "
+                              "of their noise); the energy head's Langevin chain keeps none: leave it absent")
         elif head.name == "energy":
             from robopolicy.rl.energy_surrogate import EnergySurrogate
 
@@ -132,6 +151,13 @@ class FPO(Algorithm):
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.policy.head.parameters() if p.requires_grad]
+
+    @property
+    def max_action_drift(self) -> float | None:
+        return self.params.max_action_drift
+
+    def action_drift(self, cond: torch.Tensor, store: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.surrogate.action_drift(cond, store)  # the flow head's: prepare_policy refuses it otherwise
 
     @property
     def per_sample(self) -> bool:

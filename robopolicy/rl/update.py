@@ -1,7 +1,9 @@
 """The PPO update every algorithm shares: minibatches of update units over several epochs, the clipped
 surrogate with per-unit clip ranges and advantage weights (or FPO++'s asymmetric trust region: `surrogate_loss`),
 a value loss, gradient clipping, and a target-KL stop that ends the whole update (not just the epoch) once the
-approximate KL of a minibatch exceeds it. A step whose gradient is not finite is skipped (and counted in
+approximate KL of a minibatch exceeds it, or once the deployed actions of a fixed probe of the batch's decisions
+have moved further than the algorithm's `max_action_drift` (FPO's ratio is a surrogate that can stay near 1 while
+the actions move). A step whose gradient is not finite is skipped (and counted in
 `skipped_steps`): applied, one NaN would turn every weight into NaN and every later rollout into a failure.
 
 Units are (decision, unit index) pairs (`Algorithm.units_per_decision` per decision: DPPO's denoising steps),
@@ -26,6 +28,9 @@ from robopolicy.rl.algorithm import Algorithm, Minibatch
 from robopolicy.rl.config import UpdateConfig
 from robopolicy.train import distributed
 from robopolicy.train.distributed import SINGLE_PROCESS, Dist
+
+DRIFT_PROBE = 256  # decisions (per rank) whose action drift bounds the update
+
 
 
 @dataclass
@@ -56,6 +61,13 @@ def surrogate_loss(ratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor, t
     return torch.where(adv < 0, spo, clipped)
 
 
+def mean_action_drift(algorithm: Algorithm, batch: Batch, probe: torch.Tensor, info: Dist) -> float:
+    """The mean over the ranks' probe decisions of `Algorithm.action_drift`."""
+    with torch.no_grad():
+        drift = algorithm.action_drift(batch.cond[probe], {k: v[probe] for k, v in batch.store.items()})
+    return distributed.mean_across_ranks(float(drift.mean()), info, probe.device)
+
+
 def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt: torch.optim.Optimizer | None,
                critic_opt: torch.optim.Optimizer, cfg: UpdateConfig, info: Dist = SINGLE_PROCESS) -> dict[str, float]:
     """Run the update in place and return its statistics. `actor_opt=None` trains the critic only (warm-up).
@@ -65,8 +77,14 @@ def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt:
     actor_params = algorithm.parameters()
     sums: dict[str, float] = defaultdict(float)
     ratio_max, n_minibatches, skipped, stopped = 0.0, 0, 0, False
+    drift_limit = algorithm.max_action_drift if actor_opt is not None else None
+    probe = torch.linspace(0, n_decisions - 1, min(n_decisions, DRIFT_PROBE), device=device).long()
     for _ in range(cfg.epochs):
         for idx in torch.randperm(n_decisions * units, device=device).split(cfg.minibatch_size // info.world_size):
+            moved = drift_limit is not None and n_minibatches > 0
+            if moved and mean_action_drift(algorithm, batch, probe, info) > drift_limit:  # type: ignore[operator]
+                stopped = True  # the steps so far moved the deployed actions as far as allowed
+                break
             dec, unit = idx // units, idx % units
             cond = batch.cond[dec]
             value_loss = 0.5 * (critic(cond) - batch.returns[dec]).pow(2).mean()
@@ -118,6 +136,8 @@ def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt:
     if actor_opt is not None:
         stats.update(ratio_max=distributed.reduce_across_ranks([ratio_max], info, device, "max")[0],
                      kl_stopped=float(stopped))
+        if drift_limit is not None:
+            stats["action_drift"] = mean_action_drift(algorithm, batch, probe, info)
     stats.update(minibatches=n_minibatches, skipped_steps=skipped,
                  explained_variance=explained_variance(batch.values, batch.returns, info))
     return stats
