@@ -293,7 +293,8 @@ def test_a_recipe_starts_from_its_base_and_overrides_table_by_table(tmp_path):
     variant = load_finetune_config("push_puck_reinflow_energy", [])
     assert variant.params == {**base.params, "steps": 2, "deterministic_eval": False, "deploy_std_scale": 0.5,
                               "std_floor": 0.02, "std_init": 0.05}
-    assert variant.update == dataclasses.replace(base.update, epochs=3) and variant.iterations == 430
+    assert variant.update == dataclasses.replace(base.update, epochs=3, actor_lr=2e-5, actor_lr_final=5e-6)
+    assert variant.iterations == 430
     assert (variant.rollout, variant.eval) == (base.rollout, base.eval)
     own = tmp_path / "mine.toml"
     own.write_text('base = "push_puck_reinflow_energy"\n[update]\nactor_lr = 1e-5\n')
