@@ -52,7 +52,7 @@ ROWS = [
     Row("reinflow_consistency", "reinflow", "consistency"),
     Row("fpo_energy", "fpo", "energy"),
     # the diffusion-trained energy through its denoising chain (each step costs a double backward): ReinFlow around
-    # a 2-step DDIM sampler, deploying the noise-injected chain at half its std (38.5 % -> 89 % on 200 seeds in the
+    # a 2-step DDIM sampler, deploying the noise-injected chain at half its std (38.5 % -> 89-94 % on 200 seeds in the
     # recipe's 430 iterations, 32 min alone; the bench runs every row at --iterations),
     # DPPO over the last 3 of its 5 DDPM steps
     Row("reinflow_energy_diffusion", "reinflow", "energy_diffusion", recipe="push_puck_reinflow_energy"),
