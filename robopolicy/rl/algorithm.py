@@ -13,7 +13,7 @@ update (minibatches, epochs, clipping, target-KL stop, critic warm-up) optimizes
    before the first update up to float rounding), the clip range per unit (`clip_range`: DPPO's grows over
    denoising steps), advantage weights (`advantage_weight`: DPPO's denoising discount) and any extra loss
    (`extra_loss`: BC regularization toward the pretrained policy, an entropy bonus), and, where the ratio is
-   only a surrogate, how far the deployed actions have moved (`action_drift`, bounded by `max_action_drift`);
+   only a surrogate, how far its actions have moved (`action_drift`, bounded by `max_action_drift`);
 4. which parameters it trains (`parameters`, and `param_groups` where some learn at a multiple of the actor
    learning rate; the critic has its own optimizer in the runner);
 5. how the result is deployed (`policy`): a `Policy` whose `predict_action`, `compile` and AOT run the

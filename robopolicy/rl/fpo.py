@@ -50,8 +50,8 @@ class FPOParams:
     # a pair's loss over the chunk elements: "mean" (the BC loss's scale), or "sum", FPO's squared norm, under
     # which the clip bounds each pair's change 1 / (elements) as far as under the mean (flow head only)
     loss_reduce: Literal["mean", "sum"] = "mean"
-    # stop an iteration's update once the deployed chunks of the batch's decisions, integrated again from their
-    # rollout noise, have moved this far (RMS, normalized action units; None: no bound; flow head only): the
+    # stop an iteration's update once the chunks of the batch's decisions, integrated again from their rollout
+    # noise, have moved this far (RMS, normalized action units; None: no bound; flow head only): the
     # surrogate ratio can stay within the clip while the flow field between the stored pairs moves
     max_action_drift: float | None = None
     n_negatives: int = 64  # energy head only: stored counter-examples of its likelihood estimate

@@ -1,10 +1,11 @@
 """The PPO update every algorithm shares: minibatches of update units over several epochs, the clipped
 surrogate with per-unit clip ranges and advantage weights (or FPO++'s asymmetric trust region: `surrogate_loss`),
 a value loss, gradient clipping, and a target-KL stop that ends the whole update (not just the epoch) once the
-approximate KL of a minibatch exceeds it, or once the deployed actions of a fixed probe of the batch's decisions
-have moved further than the algorithm's `max_action_drift` (FPO's ratio is a surrogate that can stay near 1 while
-the actions move). A step whose gradient is not finite is skipped (and counted in
-`skipped_steps`): applied, one NaN would turn every weight into NaN and every later rollout into a failure.
+approximate KL of a minibatch exceeds it, or once the actions of a fixed probe of the batch's decisions, taken
+again from their rollout noise, have moved further than the algorithm's `max_action_drift` (FPO's ratio is a
+surrogate that can stay near 1 while the actions move); `kl_stopped` logs either stop. A step whose gradient is
+not finite is skipped (and counted in `skipped_steps`): applied, one NaN would turn every weight into NaN and every
+later rollout into a failure.
 
 Units are (decision, unit index) pairs (`Algorithm.units_per_decision` per decision: DPPO's denoising steps),
 shuffled across the whole batch, so a minibatch mixes decisions and steps as DPPO's does.
@@ -30,7 +31,6 @@ from robopolicy.train import distributed
 from robopolicy.train.distributed import SINGLE_PROCESS, Dist
 
 DRIFT_PROBE = 256  # decisions (per rank) whose action drift bounds the update
-
 
 
 @dataclass
@@ -81,8 +81,8 @@ def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt:
     probe = torch.linspace(0, n_decisions - 1, min(n_decisions, DRIFT_PROBE), device=device).long()
     for _ in range(cfg.epochs):
         for idx in torch.randperm(n_decisions * units, device=device).split(cfg.minibatch_size // info.world_size):
-            moved = drift_limit is not None and n_minibatches > 0
-            if moved and mean_action_drift(algorithm, batch, probe, info) > drift_limit:  # type: ignore[operator]
+            if (drift_limit is not None and n_minibatches > 0
+                    and mean_action_drift(algorithm, batch, probe, info) > drift_limit):
                 stopped = True  # the steps so far moved the deployed actions as far as allowed
                 break
             dec, unit = idx // units, idx % units
