@@ -83,7 +83,7 @@ def ppo_update(algorithm: Algorithm, critic: nn.Module, batch: Batch, actor_opt:
         for idx in torch.randperm(n_decisions * units, device=device).split(cfg.minibatch_size // info.world_size):
             if (drift_limit is not None and n_minibatches > 0
                     and mean_action_drift(algorithm, batch, probe, info) > drift_limit):
-                stopped = True  # the steps so far moved the deployed actions as far as allowed
+                stopped = True  # the steps so far moved the rollout's actions as far as allowed
                 break
             dec, unit = idx // units, idx % units
             cond = batch.cond[dec]
